@@ -1,0 +1,83 @@
+#include "solve/py_dynamics.h"
+
+#include <sstream>
+
+namespace py = pybind11;
+
+namespace node_ext {
+
+namespace {
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << (s.size() == 1 ? ",)" : ")");
+  return o.str();
+}
+}  // namespace
+
+PyDynamics::PyDynamics(py::object func, std::vector<std::vector<int64_t>> tuple_shapes)
+    : func_(std::move(func)), shapes_(std::move(tuple_shapes)) {
+  for (const auto& s : shapes_) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    sizes_.push_back(n);
+  }
+}
+
+at::Tensor PyDynamics::checked(py::handle out, const at::Tensor& like, const char* what) const {
+  if (!THPVariable_Check(out.ptr())) {
+    throw py::type_error(std::string("func must return ") + what + ", got an object of type " +
+                         std::string(py::str(py::type::of(out).attr("__name__"))));
+  }
+  at::Tensor k = THPVariable_Unpack(out.ptr());
+  if (k.sizes() != like.sizes()) {
+    throw py::value_error(std::string("func returned ") + what + " of shape " + shape_str(k.sizes()) +
+                          " for a state of shape " + shape_str(like.sizes()));
+  }
+  if (k.device() != like.device()) {
+    std::ostringstream o;
+    o << "func returned a tensor on " << k.device() << " for a state on " << like.device();
+    throw py::value_error(o.str());
+  }
+  if (k.scalar_type() != like.scalar_type()) k = k.to(like.scalar_type());
+  return k.contiguous();
+}
+
+at::Tensor PyDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
+  if (shapes_.empty()) {
+    // Vectorcall with the two wrapped tensors: no argument tuple, no pybind11 casting machinery.
+    PyObject* argv[2] = {THPVariable_Wrap(t), THPVariable_Wrap(y)};
+    PyObject* res = (argv[0] && argv[1]) ? PyObject_Vectorcall(func_.ptr(), argv, 2, nullptr) : nullptr;
+    Py_XDECREF(argv[0]);
+    Py_XDECREF(argv[1]);
+    if (!res) throw py::error_already_set();
+    py::object out = py::reinterpret_steal<py::object>(res);
+    return checked(out, y, "a Tensor");
+  }
+  const std::vector<at::Tensor> parts = y.split_with_sizes(sizes_);
+  py::tuple args(parts.size());
+  std::vector<at::Tensor> views;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    views.push_back(parts[i].view(shapes_[i]));
+    args[i] = py::cast(views.back());
+  }
+  py::object out = func_(t, args);
+  if (!py::isinstance<py::tuple>(out) && !py::isinstance<py::list>(out)) {
+    throw py::type_error("func must return a tuple of Tensors for a tuple state, got an object of type " +
+                         std::string(py::str(py::type::of(out).attr("__name__"))));
+  }
+  py::sequence seq = out;
+  if (seq.size() != parts.size()) {
+    throw py::value_error("func returned " + std::to_string(seq.size()) + " tensors for a tuple state of " +
+                          std::to_string(parts.size()));
+  }
+  std::vector<at::Tensor> flat;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string what = "a Tensor at position " + std::to_string(i);
+    flat.push_back(checked(seq[i], views[i], what.c_str()).reshape({-1}));
+  }
+  return at::cat(flat);
+}
+
+}  // namespace node_ext

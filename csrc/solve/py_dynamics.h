@@ -1,0 +1,28 @@
+// Dynamics backed by a Python callable func(t, y): y is a tensor, or a tuple of tensors unpacked
+// from the flat state (torchdiffeq's tuple states). What func returns is checked here: a tensor
+// (or tuple of tensors) of the state's shapes on its device; cast to the state's dtype.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "solve/dynamics.h"
+
+namespace node_ext {
+
+class PyDynamics : public Dynamics {
+ public:
+  // tuple_shapes: the shapes of the tuple members, or empty for a tensor state.
+  PyDynamics(pybind11::object func, std::vector<std::vector<int64_t>> tuple_shapes);
+  at::Tensor operator()(const at::Tensor& t, const at::Tensor& y) override;
+
+ private:
+  at::Tensor checked(pybind11::handle out, const at::Tensor& like, const char* what) const;
+
+  pybind11::object func_;
+  std::vector<std::vector<int64_t>> shapes_;
+  std::vector<int64_t> sizes_;
+};
+
+}  // namespace node_ext

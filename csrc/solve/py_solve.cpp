@@ -1,0 +1,107 @@
+// node_ext._C.solve: the pybind11 entry of the solve loop, and the translation of solver
+// failures into node_ext.errors' exception classes. Arguments arrive validated and normalised
+// by node_ext/odeint.py.
+#include <torch/extension.h>
+
+#include "solve/py_dynamics.h"
+#include "solve/rk_solver.h"
+
+namespace py = pybind11;
+
+namespace node_ext {
+namespace {
+
+template <typename T>
+T get(const py::dict& d, const char* key) {
+  if (!d.contains(key)) throw py::key_error(std::string("node_ext._C.solve: option '") + key + "' missing");
+  return d[key].cast<T>();
+}
+
+std::vector<double> doubles(const at::Tensor& t) {
+  const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+SolveOptions parse_options(const std::string& method, const py::dict& d) {
+  SolveOptions o;
+  o.tableau = find_tableau(method);
+  if (!o.tableau) throw py::value_error("node_ext._C.solve: unknown method '" + method + "'");
+  o.rtol = get<double>(d, "rtol");
+  o.atol = get<double>(d, "atol");
+  if (!d["rtol_elem"].is_none()) o.rtol_elem = d["rtol_elem"].cast<at::Tensor>();
+  if (!d["atol_elem"].is_none()) o.atol_elem = d["atol_elem"].cast<at::Tensor>();
+  o.first_step = get<double>(d, "first_step");
+  o.min_step = get<double>(d, "min_step");
+  o.force_min_step = get<bool>(d, "force_min_step");
+  o.max_step = get<double>(d, "max_step");
+  o.max_num_steps = get<int64_t>(d, "max_num_steps");
+  o.controller.safety = get<double>(d, "safety");
+  o.controller.ifactor = get<double>(d, "ifactor");
+  o.controller.dfactor = get<double>(d, "dfactor");
+  o.controller.pcoeff = get<double>(d, "pcoeff");
+  o.controller.icoeff = get<double>(d, "icoeff");
+  o.controller.dcoeff = get<double>(d, "dcoeff");
+  o.step_t = get<std::vector<double>>(d, "step_t");
+  o.jump_t = get<std::vector<double>>(d, "jump_t");
+  o.norm_groups = get<std::vector<int64_t>>(d, "norm_groups");
+  if (!d["norm"].is_none()) {
+    py::object norm = d["norm"];
+    o.user_norm = [norm](const at::Tensor& x) { return norm(x).cast<double>(); };
+  }
+  o.grid = get<std::vector<std::vector<double>>>(d, "grid");
+  o.perturb = get<bool>(d, "perturb");
+  o.cubic_interp = get<bool>(d, "cubic");
+  o.time_float32 = get<bool>(d, "time_float32");
+  return o;
+}
+
+py::dict stats_dict(const SolveStats& s) {
+  py::dict d;
+  d["n_fev"] = s.n_fev;
+  d["n_steps"] = s.n_steps;
+  d["n_accepted"] = s.n_accepted;
+  d["n_rejected"] = s.n_rejected;
+  return d;
+}
+
+py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
+                const std::string& method, const py::dict& options,
+                std::vector<std::vector<int64_t>> tuple_shapes, bool per_row) {
+  PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
+  SolveOptions opts = parse_options(method, options);
+  SolveProblem pb;
+  pb.f = &dynamics;
+  pb.y0 = y0.contiguous();
+  pb.per_row = per_row;
+  if (per_row) {
+    for (int64_t r = 0; r < t.size(0); ++r) pb.t.push_back(doubles(t.select(0, r)));
+  } else {
+    pb.t.push_back(doubles(t));
+  }
+  if (!t_grad.is_none()) pb.t_grad = t_grad.cast<at::Tensor>();
+  SolveResult res = solve_ivp(pb, opts);
+  return py::make_tuple(res.solution, stats_dict(res.stats));
+}
+
+}  // namespace
+
+void bind_solve(py::module_& m) {
+  m.def("solve", &solve, py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("t_grad"), py::arg("method"),
+        py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"),
+        "Solve an initial value problem with the native loop; returns (solution, stats).");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const SolverFailure& e) {
+      const char* name = e.kind == FailureKind::StepSizeUnderflow ? "StepSizeError"
+                         : e.kind == FailureKind::MaxStepsExceeded ? "MaxStepsError"
+                                                                   : "NonFiniteError";
+      py::object cls = py::module_::import("node_ext.errors").attr(name);
+      py::object row = e.row >= 0 ? py::object(py::int_(e.row)) : py::object(py::none());
+      py::object exc = cls(e.what(), e.t, stats_dict(e.stats), row);
+      PyErr_SetObject(cls.ptr(), exc.ptr());
+    }
+  });
+}
+
+}  // namespace node_ext

@@ -1,0 +1,526 @@
+#include "solve/rk_solver.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "solve/controller.h"
+#include "solve/dense_output.h"
+#include "solve/step_kernels.h"
+#include "solve/tensor_pool.h"
+
+namespace node_ext {
+namespace {
+
+std::string str(double v) {
+  std::ostringstream s;
+  s.precision(12);
+  s << v;
+  return s.str();
+}
+
+// Where the current attempt of one row goes.
+struct RowPlan {
+  bool active = false;   // the row still has time to cover
+  double h = 0.0;        // signed step
+  double end = 0.0;      // t + h, exact when the step lands on a boundary
+  bool lands = false;    // the step ends exactly on a boundary (end of t, grid point, step_t, jump_t)
+  int64_t output = -1;   // index of the output time it lands on, if any
+  int64_t link = -1;     // output whose time tensor defines the step end (gradients w.r.t. t)
+  bool on_jump = false;  // lands on a jump_t point
+  bool on_step = false;  // lands on a step_t point
+};
+
+class RkSolver {
+ public:
+  RkSolver(const SolveProblem& pb, const SolveOptions& o)
+      : pb_(pb),
+        o_(o),
+        tab_(*o.tableau),
+        rows_(pb.per_row ? pb.y0.size(0) : 1),
+        n_times_(static_cast<int64_t>(pb.t[0].size())),
+        kern_(pb.y0, rows_, pb.per_row, o),
+        ctrl_(o.controller, tab_.order, rows_),
+        dense_(make_dense_output(tab_, o.cubic_interp)),
+        t_grad_(pb.t_grad.defined() && c10::GradMode::is_enabled() && pb.t_grad.requires_grad()) {
+    const auto opts = pb.y0.options().device(at::kCPU).requires_grad(false);
+    time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
+    time_pool_ = TensorPool(time_pool_like_, 8);
+  }
+
+  SolveResult run() {
+    std::vector<int64_t> shape{n_times_};
+    shape.insert(shape.end(), pb_.y0.sizes().begin(), pb_.y0.sizes().end());
+    solution_ = at::empty(shape, pb_.y0.options());
+    if (n_times_ == 0) return {solution_, stats_};
+    write_initial();
+    if (n_times_ == 1) return {solution_, stats_};
+    setup();
+    while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
+    return {solution_, stats_};
+  }
+
+ private:
+  // ---------------------------------------------------------------- setup
+  void write_initial() {
+    if (c10::GradMode::is_enabled() && pb_.y0.requires_grad()) {
+      solution_.select(0, 0).copy_(pb_.y0);
+    } else {
+      at::NoGradGuard g;
+      solution_.select(0, 0).copy_(pb_.y0);
+    }
+  }
+
+  void setup() {
+    const int64_t R = rows_;
+    t_cur_.resize(R);
+    t_end_.resize(R);
+    for (int64_t r = 0; r < R; ++r) {
+      t_cur_[r] = pb_.t[r].front();
+      t_end_[r] = pb_.t[r].back();
+    }
+    dir_ = t_end_[0] > t_cur_[0] ? 1.0 : -1.0;
+    next_out_.assign(R, 1);
+    done_.assign(R, 0);
+    plan_.assign(R, RowPlan());
+    grid_pos_.assign(R, 0);
+    step_pos_.assign(R, 0);
+    jump_pos_.assign(R, 0);
+    k_.resize(tab_.stages);
+    y_ = pb_.y0;
+    if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
+    std::vector<char> all(R, 1);
+    k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_);
+    if (tab_.adaptive) {
+      h_abs_.assign(R, o_.first_step);
+      if (o_.first_step <= 0) initial_step();
+    }
+  }
+
+  // The Hairer-Norsett-Wanner initial step (Solving ODEs I, II.4), per row, as torchdiffeq does it
+  // but never evaluating f beyond the end of the span.
+  void initial_step() {
+    const int64_t R = rows_;
+    StepSize one{std::vector<double>(R, 1.0), at::Tensor(), pb_.per_row};
+    const double w1[1] = {1.0};
+    std::vector<at::Tensor> ky{y_.detach()}, kf{k_first_.detach()};
+    const std::vector<double> d0 = kern_.scaled_norm(y_, ky, w1, 1, one);
+    const std::vector<double> d1 = kern_.scaled_norm(y_, kf, w1, 1, one);
+    StepSize h0{std::vector<double>(R), at::Tensor(), pb_.per_row};
+    std::vector<double> t1(R);
+    for (int64_t r = 0; r < R; ++r) {
+      if (!std::isfinite(d1[r])) fail(FailureKind::NonFinite, r, "the dynamics at the initial time are not finite");
+      double h = (d0[r] < 1e-5 || d1[r] < 1e-5) ? 1e-6 : 0.01 * d0[r] / d1[r];
+      h = std::min(h, std::abs(t_end_[r] - t_cur_[r]));
+      h0.host[r] = dir_ * h;
+      t1[r] = t_cur_[r] + dir_ * h;
+    }
+    at::Tensor y1, f1;
+    {
+      at::NoGradGuard g;
+      y1 = kern_.combine(y_.detach(), kf, w1, 1, h0);
+      std::vector<char> all(R, 1);
+      f1 = eval(t1, all, 0, at::Tensor(), y1);
+    }
+    StepSize inv{std::vector<double>(R), at::Tensor(), pb_.per_row};
+    for (int64_t r = 0; r < R; ++r) inv.host[r] = 1.0 / std::abs(h0.host[r]);
+    const double wd[2] = {1.0, -1.0};
+    std::vector<at::Tensor> kd{f1.detach(), k_first_.detach()};
+    const std::vector<double> d2 = kern_.scaled_norm(y_, kd, wd, 2, inv);
+    for (int64_t r = 0; r < R; ++r) {
+      const double h = std::abs(h0.host[r]);
+      double h1;
+      if (d1[r] <= 1e-15 && d2[r] <= 1e-15) {
+        h1 = std::max(1e-6, h * 1e-3);
+      } else {
+        h1 = std::pow(0.01 / std::max(d1[r], d2[r]), 1.0 / tab_.order);
+      }
+      h_abs_[r] = std::isfinite(h1) ? std::min(100.0 * h, h1) : 100.0 * h;
+    }
+  }
+
+  // ---------------------------------------------------------------- dynamics calls
+  double rt(double v) const { return o_.time_float32 ? static_cast<double>(static_cast<float>(v)) : v; }
+
+  // One ulp of the state dtype away from v: forward (+1) or back (-1) along the integration.
+  double perturbed(double v, int perturb) const {
+    if (perturb == 0) return v;
+    const double toward = perturb * dir_ * std::numeric_limits<double>::infinity();
+    if (pb_.y0.scalar_type() == at::kFloat) {
+      return static_cast<double>(std::nextafter(static_cast<float>(v), static_cast<float>(toward)));
+    }
+    return std::nextafter(v, toward);
+  }
+
+  // The time argument of f: a tensor of the state's dtype, shape () or (rows,), perturbed by one
+  // ulp on the active rows when asked. CPU time tensors come from a pool (see tensor_pool.h).
+  at::Tensor time_values(const std::vector<double>& v, const std::vector<char>* active, int perturb) {
+    const bool cpu = pb_.y0.device().is_cpu();
+    at::Tensor t = cpu ? time_pool_.acquire() : at::empty_like(time_pool_like_);
+    auto value = [&](int64_t r) { return (perturb != 0 && (*active)[r]) ? perturbed(v[r], perturb) : v[r]; };
+    if (t.scalar_type() == at::kFloat) {
+      float* p = t.data_ptr<float>();
+      for (int64_t r = 0; r < rows_; ++r) p[r] = static_cast<float>(value(r));
+    } else {
+      double* p = t.data_ptr<double>();
+      for (int64_t r = 0; r < rows_; ++r) p[r] = value(r);
+    }
+    return cpu ? t : t.to(pb_.y0.device());
+  }
+
+  // f at `times` (perturbed on the active rows), or at the differentiable time expression t_expr.
+  at::Tensor eval(const std::vector<double>& times, const std::vector<char>& active, int perturb,
+                  const at::Tensor& t_expr, const at::Tensor& y) {
+    at::Tensor t;
+    if (t_expr.defined()) {
+      t = t_expr.to(pb_.y0.scalar_type());
+      if (perturb != 0) t = t + (time_values(times, &active, perturb) - time_values(times, nullptr, 0));
+    } else {
+      t = time_values(times, &active, perturb);
+    }
+    ++stats_.n_fev;
+    return (*pb_.f)(t, y);
+  }
+
+  // ---------------------------------------------------------------- one attempt
+  void attempt() {
+    plan();
+    StepSize h{std::vector<double>(rows_), at::Tensor(), pb_.per_row};
+    std::vector<char> active(rows_);
+    for (int64_t r = 0; r < rows_; ++r) {
+      h.host[r] = plan_[r].h;
+      active[r] = plan_[r].active;
+    }
+    if (t_grad_) h.tensor = step_tensor_with_grad(h);
+    at::Tensor y_new = stages(h, active);
+    std::vector<double> err = estimate(h, y_new);
+    ++stats_.n_steps;
+    std::vector<char> accept(rows_, 0);
+    bool any = false;
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (!active[r]) continue;
+      accept[r] = decide(r, err[r]);
+      any = any || accept[r];
+      if (accept[r]) {
+        ++stats_.n_accepted;
+      } else {
+        ++stats_.n_rejected;
+      }
+    }
+    if (any) advance(h, active, accept, y_new);
+    if (tab_.adaptive) {
+      for (int64_t r = 0; r < rows_; ++r) {
+        if (!active[r]) continue;
+        double next = ctrl_.next_step(r, std::abs(plan_[r].h), err[r], accept[r]);
+        h_abs_[r] = std::min(std::max(next, o_.min_step), o_.max_step);
+      }
+    }
+    if (stats_.n_steps >= o_.max_num_steps && std::find(done_.begin(), done_.end(), 0) != done_.end()) {
+      int64_t r = std::find(done_.begin(), done_.end(), 0) - done_.begin();
+      fail(FailureKind::MaxStepsExceeded, r,
+           "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded before reaching t = " +
+               str(t_end_[r]));
+    }
+  }
+
+  // Chooses the step of every row: the controller's size (or the next grid point), clipped to the
+  // next boundary.
+  void plan() {
+    const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
+    for (int64_t r = 0; r < rows_; ++r) {
+      RowPlan p;
+      p.active = !done_[r];
+      if (!p.active) {
+        plan_[r] = p;
+        continue;
+      }
+      const double t = t_cur_[r];
+      double boundary;
+      if (tab_.adaptive) {
+        boundary = t_end_[r];
+        while (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - t) <= 0) ++step_pos_[r];
+        while (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - t) <= 0) ++jump_pos_[r];
+        if (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - boundary) < 0) {
+          boundary = o_.step_t[step_pos_[r]];
+        }
+        if (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - boundary) <= 0) {
+          boundary = o_.jump_t[jump_pos_[r]];
+        }
+        const double remaining = std::abs(boundary - t);
+        const double ha = h_abs_[r];
+        if (ha >= remaining) {
+          p.lands = true;
+          p.h = boundary - t;
+          p.end = boundary;
+        } else {
+          p.h = dir_ * ha;
+          p.end = rt(t + p.h);
+          if (std::abs(p.h) <= 4 * eps * std::max(std::abs(t), std::abs(p.end)) || p.end == t) {
+            fail(last_nonfinite_ ? FailureKind::NonFinite : FailureKind::StepSizeUnderflow, r,
+                 last_nonfinite_ ? "the error estimate stayed non-finite (NaN/Inf in the state or the dynamics) "
+                                   "while the step size shrank to " + str(ha)
+                                 : "step size underflow: |h| = " + str(ha) +
+                                       " is below machine precision relative to t; the dynamics may be stiff or "
+                                       "singular here");
+          }
+        }
+        p.on_step = p.lands && step_pos_[r] < o_.step_t.size() && boundary == o_.step_t[step_pos_[r]];
+        p.on_jump = p.lands && jump_pos_[r] < o_.jump_t.size() && boundary == o_.jump_t[jump_pos_[r]];
+      } else {
+        const std::vector<double>& grid = o_.grid.empty() ? pb_.t[r] : o_.grid[pb_.per_row ? r : 0];
+        boundary = grid[grid_pos_[r] + 1];
+        p.lands = true;
+        p.h = boundary - t;
+        p.end = boundary;
+      }
+      const int64_t i = next_out_[r];
+      if (p.lands && i < n_times_ && pb_.t[r][i] == p.end) p.output = i;
+      // The step end is a function of t only where t defines it: the end of the span, or every
+      // point of a fixed grid that is t itself. Other boundaries (grid points from step_size,
+      // step_t, jump_t) are constants even when one coincides with an output time.
+      const bool grid_is_t = !tab_.adaptive && o_.grid.empty();
+      if (p.output >= 0 && (grid_is_t || p.output == n_times_ - 1)) p.link = p.output;
+      plan_[r] = p;
+    }
+  }
+
+  // The step as a tensor carrying gradients to the output times it lands on.
+  at::Tensor step_tensor_with_grad(StepSize& h) {
+    at::Tensor hc = kern_.step_tensor(h);
+    if (pb_.per_row) {
+      std::vector<int64_t> idx(rows_, 0);
+      std::vector<uint8_t> mask(rows_, 0);
+      for (int64_t r = 0; r < rows_; ++r) {
+        if (plan_[r].link >= 0) {
+          idx[r] = plan_[r].link;
+          mask[r] = 1;
+        }
+      }
+      const auto dev = pb_.t_grad.device();
+      const at::Tensor i = at::tensor(idx, at::kLong).to(dev).view({rows_, 1});
+      const at::Tensor m = at::tensor(mask, at::kByte).to(dev, at::kBool);
+      return at::where(m, pb_.t_grad.gather(1, i).squeeze(1) - t_cur_T_, hc);
+    }
+    if (plan_[0].link >= 0) return pb_.t_grad.select(0, plan_[0].link) - t_cur_T_;
+    return hc;
+  }
+
+  // Evaluates the stages 2..s; returns the input of the last stage when the method is FSAL (that
+  // is y_new), an undefined tensor otherwise.
+  at::Tensor stages(StepSize& h, const std::vector<char>& active) {
+    if (!k_first_.defined()) k_first_ = eval(t_cur_, active, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_);
+    k_[0] = k_first_;
+    at::Tensor y_new;
+    const int s = tab_.stages;
+    std::vector<double> ti(rows_);
+    for (int i = 1; i < s; ++i) {
+      const bool last_fsal = tab_.fsal && i == s - 1;
+      const double* w = last_fsal ? tab_.b : tab_.a + i * (i - 1) / 2;
+      at::Tensor yi = kern_.combine(y_, k_, w, i, h);
+      if (last_fsal) y_new = yi;
+      const double c = tab_.c[i];
+      const bool at_end = c == 1.0;
+      for (int64_t r = 0; r < rows_; ++r) ti[r] = at_end ? plan_[r].end : rt(t_cur_[r] + c * plan_[r].h);
+      const int perturb = at_end && (tab_.adaptive || o_.perturb) ? -1 : 0;
+      at::Tensor t_expr = t_grad_ ? t_cur_T_ + c * h.tensor : at::Tensor();
+      k_[i] = eval(ti, active, perturb, t_expr, yi);
+    }
+    return y_new;
+  }
+
+  // The error ratio per row; computes y_new when the stages did not.
+  std::vector<double> estimate(StepSize& h, at::Tensor& y_new) {
+    const int s = tab_.stages;
+    if (!tab_.adaptive) {
+      // No error estimate: the norm of the increment only detects a non-finite state.
+      std::vector<double> e = kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b, s, h);
+      for (int64_t r = 0; r < rows_; ++r) {
+        if (plan_[r].active && !std::isfinite(e[r])) {
+          fail(FailureKind::NonFinite, r,
+               "the state became non-finite (NaN/Inf) in the step from t = " + str(t_cur_[r]) + " to t = " +
+                   str(plan_[r].end));
+        }
+      }
+      return std::vector<double>(rows_, 0.0);
+    }
+    if (tab_.fsal) return kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h);
+    return kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
+  }
+
+  bool decide(int64_t r, double err) {
+    if (!tab_.adaptive) return true;
+    const bool finite = std::isfinite(err);
+    last_nonfinite_ = !finite;
+    if (!finite) {
+      if (std::abs(plan_[r].h) <= o_.min_step) {
+        fail(FailureKind::NonFinite, r, "the error estimate is non-finite (NaN/Inf) at the minimum step size");
+      }
+      return false;
+    }
+    if (err <= 1.0) return true;
+    if (o_.min_step > 0 && std::abs(plan_[r].h) <= o_.min_step) {
+      if (o_.force_min_step) return true;
+      fail(FailureKind::StepSizeUnderflow, r,
+           "the step size would have to go below min_step = " + str(o_.min_step) + " (error ratio " + str(err) +
+               " at |h| = " + str(std::abs(plan_[r].h)) + "); lower min_step, loosen the tolerances, or pass "
+               "force_min_step=True to accept such steps as torchdiffeq does");
+    }
+    return false;
+  }
+
+  // Moves the accepted rows to the end of their step and writes the outputs the step covers.
+  void advance(StepSize& h, const std::vector<char>& active, const std::vector<char>& accept, const at::Tensor& y_new) {
+    std::vector<double> t_next(t_cur_);
+    bool continues = false;
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (accept[r]) t_next[r] = plan_[r].end;
+      if (t_next[r] != t_end_[r]) continues = true;
+    }
+    const at::Tensor y_next = kern_.select_rows(accept, y_new, y_);
+    at::Tensor t_next_T;
+    if (t_grad_) t_next_T = pb_.per_row ? kern_.select_rows(accept, t_cur_T_ + h.tensor, t_cur_T_) : t_cur_T_ + h.tensor;
+
+    // f(t1, y1): the next step's first stage, and a term of some continuous extensions.
+    at::Tensor f1;
+    const bool reuse = !(o_.perturb && !tab_.adaptive);
+    if (!tab_.fsal && ((continues && reuse) || dense_.uses_f1)) f1 = eval(t_next, accept, 0, t_next_T, y_next);
+
+    write_outputs(h, accept, f1);
+
+    y_ = y_next;
+    if (tab_.fsal) {
+      k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);
+    } else {
+      k_first_ = reuse ? f1 : at::Tensor();
+    }
+    std::vector<char> jumped(rows_, 0);
+    bool any_jump = false;
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (!accept[r]) continue;
+      const RowPlan& p = plan_[r];
+      if (p.on_step) ++step_pos_[r];
+      if (p.on_jump) {
+        ++jump_pos_[r];
+        jumped[r] = 1;
+        any_jump = true;
+      }
+      if (!tab_.adaptive) ++grid_pos_[r];
+      t_cur_[r] = p.end;
+      if (t_cur_[r] == t_end_[r]) done_[r] = 1;
+    }
+    if (t_grad_) t_cur_T_ = t_next_T;
+    if (any_jump && k_first_.defined()) {
+      // f may be discontinuous at a jump: re-evaluate it just after.
+      at::Tensor f_after = eval(t_cur_, jumped, 1, t_cur_T_, y_);
+      k_first_ = kern_.select_rows(jumped, f_after, k_first_);
+    }
+    (void)active;
+  }
+
+  void write_outputs(StepSize& h, const std::vector<char>& accept, const at::Tensor& f1) {
+    // (point m, row r) -> output index and theta; rows without an m-th output get index -1.
+    std::vector<std::vector<std::pair<int64_t, double>>> per_row(rows_);
+    size_t rounds = 0;
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (!accept[r]) continue;
+      const RowPlan& p = plan_[r];
+      while (next_out_[r] < n_times_) {
+        const int64_t i = next_out_[r];
+        const double tout = pb_.t[r][i];
+        if (dir_ * (tout - p.end) > 0) break;
+        const double theta = (i == p.output || tout == p.end) ? 1.0 : (tout - t_cur_[r]) / p.h;
+        per_row[r].emplace_back(i, theta);
+        ++next_out_[r];
+      }
+      rounds = std::max(rounds, per_row[r].size());
+    }
+    if (rounds == 0) return;
+    std::vector<at::Tensor> terms(k_.begin(), k_.end());
+    if (dense_.uses_f1) terms.push_back(f1);
+    const int64_t R = pb_.per_row ? rows_ : 1;
+    const int64_t M = pb_.per_row ? static_cast<int64_t>(rounds) : static_cast<int64_t>(per_row[0].size());
+    std::vector<double> theta(static_cast<size_t>(M * R), 0.0);
+    std::vector<int64_t> index(static_cast<size_t>(M * R), -1);
+    for (int64_t r = 0; r < R; ++r) {
+      for (size_t m = 0; m < per_row[r].size(); ++m) {
+        index[m * R + r] = per_row[r][m].first;
+        theta[m * R + r] = per_row[r][m].second;
+      }
+    }
+    if (!kern_.needs_graph(y_, terms, static_cast<int>(terms.size()), &h) && !t_grad_) {
+      kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, theta, index);
+      return;
+    }
+    // Recorded by autograd: evaluate through the op, copy into the solution slices.
+    at::Tensor theta_T = at::tensor(theta, at::kDouble).to(pb_.y0.device());
+    if (pb_.per_row) theta_T = theta_T.view({M, R});
+    if (t_grad_) {
+      const at::Tensor idx = at::tensor(index, at::kLong).clamp_min(0).to(pb_.y0.device());
+      const at::Tensor tout = pb_.per_row ? pb_.t_grad.gather(1, idx.view({M, R}).t()).t() : pb_.t_grad.index_select(0, idx);
+      // Rows without an output may have h = 0: divide by 1 there, or the gradient would be NaN.
+      std::vector<uint8_t> has(static_cast<size_t>(R), 0);
+      for (int64_t r = 0; r < R; ++r) has[r] = per_row[r].empty() ? 0 : 1;
+      const at::Tensor ok = at::tensor(has, at::kByte).to(pb_.y0.device(), at::kBool);
+      const at::Tensor h_safe = pb_.per_row ? at::where(ok, h.tensor, at::ones_like(h.tensor)) : h.tensor;
+      theta_T = (tout - t_cur_T_) / h_safe;
+    }
+    const at::Tensor values = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_T);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t i = index[m * R + r];
+        if (i < 0) continue;
+        if (pb_.per_row) {
+          solution_.select(0, i).select(0, r).copy_(values.select(0, m).select(0, r));
+        } else {
+          solution_.select(0, i).copy_(values.select(0, m));
+        }
+      }
+    }
+  }
+
+  [[noreturn]] void fail(FailureKind kind, int64_t r, const std::string& what) {
+    std::string msg = what + " (at t = " + str(t_cur_.empty() ? 0.0 : t_cur_[r]);
+    if (pb_.per_row) msg += ", sample " + std::to_string(r);
+    msg += ", method " + std::string(tab_.name) + ", after " + std::to_string(stats_.n_fev) +
+           " function evaluations)";
+    throw SolverFailure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
+  }
+
+  const SolveProblem& pb_;
+  const SolveOptions& o_;
+  const Tableau& tab_;
+  const int64_t rows_;
+  const int64_t n_times_;
+  StepKernels kern_;
+  StepController ctrl_;
+  const DenseOutput dense_;
+  const bool t_grad_;
+
+  at::Tensor solution_, y_, k_first_, t_cur_T_;
+  at::Tensor time_pool_like_;
+  TensorPool time_pool_;
+  std::vector<at::Tensor> k_;
+  std::vector<double> t_cur_, t_end_, h_abs_;
+  std::vector<int64_t> next_out_;
+  std::vector<char> done_;
+  std::vector<RowPlan> plan_;
+  std::vector<size_t> grid_pos_, step_pos_, jump_pos_;
+  double dir_ = 1.0;
+  bool last_nonfinite_ = false;
+  SolveStats stats_;
+};
+
+}  // namespace
+
+SolveResult solve_ivp(const SolveProblem& problem, const SolveOptions& options) {
+  TORCH_CHECK(problem.f != nullptr && options.tableau != nullptr, "solve_ivp: dynamics and method are required");
+  TORCH_CHECK(!problem.t.empty(), "solve_ivp: no output times");
+  RkSolver solver(problem, options);
+  return solver.run();
+}
+
+}  // namespace node_ext

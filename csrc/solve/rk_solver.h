@@ -1,0 +1,33 @@
+// The solve loop: explicit Runge-Kutta steps, adaptive (embedded error estimate, PID controller,
+// accept/reject, FSAL) or on a fixed grid, with outputs at every requested time from the method's
+// continuous extension. Python is entered only through Dynamics (s calls per step for an s-stage
+// method). With per-row time grids every row (sample) has its own step size, accept/reject and
+// outputs, as if solved alone.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "solve/dynamics.h"
+#include "solve/options.h"
+#include "solve/solve_error.h"
+
+namespace node_ext {
+
+struct SolveProblem {
+  Dynamics* f = nullptr;
+  at::Tensor y0;                       // contiguous state; its first dimension is the rows when per_row
+  std::vector<std::vector<double>> t;  // output times per row (a single row unless per_row), monotone
+  at::Tensor t_grad;                   // the output times as a float64 tensor when they require grad
+  bool per_row = false;
+};
+
+struct SolveResult {
+  at::Tensor solution;  // (T, *y0.shape)
+  SolveStats stats;
+};
+
+SolveResult solve_ivp(const SolveProblem& problem, const SolveOptions& options);
+
+}  // namespace node_ext

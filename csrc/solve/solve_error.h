@@ -1,0 +1,30 @@
+// Statistics of a solve, and the failure raised when a solve cannot continue.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace node_ext {
+
+struct SolveStats {
+  int64_t n_fev = 0;       // dynamics evaluations
+  int64_t n_steps = 0;     // step attempts (a batched attempt counts once for per-row grids)
+  int64_t n_accepted = 0;  // accepted steps (summed over rows for per-row grids)
+  int64_t n_rejected = 0;  // rejected steps (summed over rows for per-row grids)
+};
+
+enum class FailureKind { StepSizeUnderflow, MaxStepsExceeded, NonFinite };
+
+// Thrown by the loop; bindings turn it into node_ext.SolverError's subclasses.
+class SolverFailure : public std::runtime_error {
+ public:
+  SolverFailure(FailureKind kind, const std::string& message, double t, int64_t row, const SolveStats& stats)
+      : std::runtime_error(message), kind(kind), t(t), row(row), stats(stats) {}
+  FailureKind kind;
+  double t;      // time reached
+  int64_t row;   // sample that failed (per-row grids), or -1
+  SolveStats stats;
+};
+
+}  // namespace node_ext

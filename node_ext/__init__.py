@@ -1,0 +1,22 @@
+"""node_ext: neural ordinary differential equations for PyTorch with a native solver core.
+
+Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018.
+The step loop, stage combinations, error norms and dense output run in C++ (and CUDA); this package
+adds validation, autograd glue and the nn.Module API. ``odeint`` has torchdiffeq's signature.
+"""
+from ._ops import native as _native
+from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
+from .odeint import odeint
+from .tableaus import method_names as _method_names
+from .stats import SolveStats, last_stats
+
+METHODS = tuple(_method_names())
+
+
+def native_available():
+    """True when the compiled extension node_ext._C is loaded (else the reference solvers run)."""
+    return _native is not None
+
+
+__all__ = ["odeint", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
+           "NonFiniteError", "METHODS", "native_available"]

@@ -1,0 +1,317 @@
+"""Validation and normalisation of the arguments of odeint.
+
+Everything here runs before any kernel: bad input raises ValueError / TypeError naming the
+argument and the value received. The result, a :class:`Problem`, is what the native loop
+(node_ext._C.solve) and the pure-PyTorch reference solvers both consume.
+"""
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+
+from .tableaus import method_names, tableau
+
+FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
+ADAPTIVE_OPTIONS = ("first_step", "min_step", "force_min_step", "max_step", "max_num_steps", "safety", "ifactor", "dfactor",
+                    "controller", "pcoeff", "icoeff", "dcoeff", "step_t", "jump_t", "norm", "dtype")
+# Default (pcoeff, icoeff, dcoeff) per controller: the integral controller is torchdiffeq's; the
+# PI controller uses Hairer & Wanner's 0.7/k, -0.4/k exponents; PID those of diffrax's H312PID.
+CONTROLLERS = {"integral": (0.0, 1.0, 0.0), "pi": (0.4, 0.3, 0.0), "pid": (1 / 18, 1 / 9, 1 / 18)}
+STATE_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass
+class Problem:
+    func: Callable
+    y0: torch.Tensor               # the state: y0 itself, or the tuple members flattened and concatenated
+    shapes: Optional[List[torch.Size]]  # tuple member shapes, None for a tensor y0
+    t: torch.Tensor                # float64 CPU copy of t, (T,) or (B, T)
+    t_grad: Optional[torch.Tensor]  # float64 t on y0's device, when t requires grad
+    per_row: bool
+    method: str
+    options: dict                  # normalised, as node_ext._C.solve takes them
+    user_norm: Optional[Callable] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_times(self):
+        return self.t.shape[-1]
+
+    def unflatten(self, solution):
+        """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors."""
+        if self.shapes is None:
+            return solution
+        out, start = [], 0
+        for shape in self.shapes:
+            n = shape.numel()
+            out.append(solution[:, start:start + n].reshape(solution.shape[0], *shape))
+            start += n
+        return tuple(out)
+
+
+def _fmt(v):
+    if torch.is_tensor(v):
+        return "tensor of shape %s, dtype %s" % (tuple(v.shape), v.dtype)
+    return repr(v)
+
+
+def _check_state(y0):
+    if torch.is_tensor(y0):
+        members = [("y0", y0)]
+    elif isinstance(y0, tuple) and len(y0) > 0:
+        members = [("y0[%d]" % i, m) for i, m in enumerate(y0)]
+    else:
+        raise TypeError("y0 must be a Tensor or a non-empty tuple of Tensors, got %s" % type(y0).__name__)
+    for name, m in members:
+        if not torch.is_tensor(m):
+            raise TypeError("%s must be a Tensor, got %s" % (name, type(m).__name__))
+        if m.dtype not in STATE_DTYPES:
+            raise TypeError("%s must be float32 or float64, got %s" % (name, m.dtype))
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError("%s contains non-finite values (NaN or Inf)" % name)
+    if len(members) > 1:
+        first = members[0][1]
+        for name, m in members[1:]:
+            if m.dtype != first.dtype or m.device != first.device:
+                raise TypeError("all members of the tuple y0 must share dtype and device: y0[0] is %s on %s, "
+                                "%s is %s on %s" % (first.dtype, first.device, name, m.dtype, m.device))
+    return members
+
+
+def _check_times(t, y0, tuple_state):
+    if not torch.is_tensor(t):
+        raise TypeError("t must be a Tensor of times, got %s" % type(t).__name__)
+    if not torch.is_floating_point(t):
+        raise TypeError("t must be a floating point Tensor, got dtype %s" % t.dtype)
+    if t.dim() not in (1, 2):
+        raise ValueError("t must be 1-D (T,) or, for one time grid per sample, 2-D (batch, T); got shape %s"
+                         % (tuple(t.shape),))
+    tc = t.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(tc).all()):
+        raise ValueError("t contains non-finite values: %s" % tc.tolist())
+    per_row = t.dim() == 2
+    if per_row:
+        if tuple_state:
+            raise ValueError("a 2-D t (one time grid per sample) needs a Tensor y0, not a tuple")
+        if y0.dim() == 0 or y0.shape[0] != t.shape[0]:
+            raise ValueError("a 2-D t of shape %s needs y0 with first dimension %d (the batch), got y0 of shape %s"
+                             % (tuple(t.shape), t.shape[0], tuple(y0.shape)))
+    rows = tc if per_row else tc[None]
+    if rows.shape[1] >= 2:
+        d = rows[:, 1:] - rows[:, :-1]
+        inc, dec = bool((d > 0).all()), bool((d < 0).all())
+        if not (inc or dec):
+            bad = int(((d <= 0).any(1) & (d >= 0).any(1)).nonzero()[0]) if per_row else None
+            where = "" if bad is None else " (sample %d: %s)" % (bad, rows[bad].tolist())
+            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times); got %s%s"
+                             % (tc.tolist() if not per_row else "a grid that is not", where))
+    return tc, per_row
+
+
+def _check_tolerance(name, tol, y0, shapes):
+    """Returns (scalar, per-element float64 tensor or None)."""
+    if isinstance(tol, (tuple, list)) and shapes is not None:
+        if len(tol) != len(shapes):
+            raise ValueError("%s given per tuple member must have %d entries, got %d" % (name, len(shapes), len(tol)))
+        parts = []
+        for i, (v, shape) in enumerate(zip(tol, shapes)):
+            _, elem = _check_tolerance("%s[%d]" % (name, i), v, torch.empty(shape), None)
+            parts.append(elem.reshape(-1) if elem is not None else
+                         torch.full((shape.numel(),), float(v), dtype=torch.float64))
+        return 0.0, torch.cat(parts).to(y0.device)
+    if torch.is_tensor(tol):
+        if tol.requires_grad:
+            raise ValueError("%s cannot require grad" % name)
+        if not (torch.is_floating_point(tol) or tol.dtype in (torch.int32, torch.int64)):
+            raise TypeError("%s must be a real number or a real Tensor, got dtype %s" % (name, tol.dtype))
+        if not bool((tol > 0).all()) or not bool(torch.isfinite(tol).all()):
+            raise ValueError("%s must be positive and finite, got %s" % (name, tol.tolist()))
+        if tol.numel() == 1:
+            return float(tol), None
+        if shapes is not None:
+            if tol.numel() != y0.numel():
+                raise ValueError("%s of shape %s does not match the tuple state (%d elements)"
+                                 % (name, tuple(tol.shape), y0.numel()))
+            return 0.0, tol.reshape(-1).to(y0.device, torch.float64)
+        try:
+            elem = torch.broadcast_to(tol, y0.shape)
+        except RuntimeError:
+            raise ValueError("%s of shape %s does not broadcast to the state's shape %s"
+                             % (name, tuple(tol.shape), tuple(y0.shape))) from None
+        return 0.0, elem.to(y0.device, torch.float64).contiguous()
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError("%s must be a positive number or Tensor, got %s" % (name, _fmt(tol)))
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError("%s must be positive and finite, got %r" % (name, tol))
+    return float(tol), None
+
+
+def _positive(name, v, allow_zero=False, allow_inf=False):
+    if torch.is_tensor(v) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError("options['%s'] must be a number, got %s" % (name, _fmt(v)))
+    ok = (v >= 0 if allow_zero else v > 0) and (allow_inf or math.isfinite(v)) and not math.isnan(v)
+    if not ok:
+        raise ValueError("options['%s'] must be %s, got %r" % (name, "non-negative" if allow_zero else "positive", v))
+    return float(v)
+
+
+def _time_list(name, v):
+    if torch.is_tensor(v):
+        v = v.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    try:
+        out = sorted(float(x) for x in v)
+    except TypeError:
+        raise TypeError("options['%s'] must be a sequence or Tensor of times, got %s" % (name, _fmt(v))) from None
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError("options['%s'] must be finite times, got %s" % (name, out))
+    return out
+
+
+def _grid(problem_t, per_row, opts, func, y0, t):
+    """Fixed-grid methods: the grid per row, [] meaning the output times themselves."""
+    step, ctor = opts.get("step_size"), opts.get("grid_constructor")
+    if step is not None and ctor is not None:
+        raise ValueError("options 'step_size' and 'grid_constructor' are mutually exclusive")
+    rows = problem_t if per_row else problem_t[None]
+    if step is not None:
+        step = _positive("step_size", step)
+        grids = []
+        for row in rows.tolist():
+            t0, t1 = row[0], row[-1]
+            n = max(int(math.ceil(abs(t1 - t0) / step + 1)), 2)
+            direction = 1.0 if t1 >= t0 else -1.0
+            g = [t0 + direction * i * step for i in range(n)]
+            g[-1] = t1
+            # torchdiffeq's grid, minus points that would overshoot or repeat the end.
+            g = [x for x in g[:-1] if direction * (t1 - x) > 0] + [t1]
+            grids.append(g)
+        return grids
+    if ctor is not None:
+        if not callable(ctor):
+            raise TypeError("options['grid_constructor'] must be callable, got %s" % _fmt(ctor))
+        if per_row:
+            raise ValueError("options['grid_constructor'] needs a 1-D t (one grid for all samples)")
+        g = ctor(func, y0, t)
+        if not torch.is_tensor(g) or g.dim() != 1 or g.numel() < 2:
+            raise ValueError("grid_constructor must return a 1-D Tensor of at least 2 times, got %s" % _fmt(g))
+        g = g.detach().to("cpu", torch.float64)
+        t0, t1 = float(problem_t[0]), float(problem_t[-1])
+        if float(g[0]) != t0 or float(g[-1]) != t1:
+            raise ValueError("grid_constructor's grid must start at t[0] = %r and end at t[-1] = %r, got %r ... %r"
+                             % (t0, t1, float(g[0]), float(g[-1])))
+        d = g[1:] - g[:-1]
+        if not (bool((d > 0).all()) if t1 > t0 else bool((d < 0).all())):
+            raise ValueError("grid_constructor's grid must be strictly monotone in the direction of t")
+        return [g.tolist()]
+    return []
+
+
+def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError("options must be a dict or None, got %s" % type(options).__name__)
+    valid = ADAPTIVE_OPTIONS if tab["adaptive"] else FIXED_OPTIONS
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError("unknown option(s) %s for method '%s'; valid options are: %s"
+                         % (", ".join(repr(u) for u in unknown), method, ", ".join(valid)))
+    o = dict(first_step=0.0, min_step=0.0, force_min_step=False, max_step=math.inf, max_num_steps=2 ** 31 - 1, safety=0.9,
+             ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, step_t=[], jump_t=[],
+             norm_groups=[], norm=None, grid=[], perturb=False, cubic=False, time_float32=False)
+    get = options.get
+    user_norm = None
+    if tab["adaptive"]:
+        if get("first_step") is not None:
+            o["first_step"] = _positive("first_step", get("first_step"))
+        o["min_step"] = _positive("min_step", get("min_step", 0.0), allow_zero=True)
+        o["max_step"] = _positive("max_step", get("max_step", math.inf), allow_inf=True)
+        force = get("force_min_step", False)
+        if not isinstance(force, bool):
+            raise TypeError("options['force_min_step'] must be a bool, got %s" % _fmt(force))
+        o["force_min_step"] = force
+        if o["min_step"] > o["max_step"]:
+            raise ValueError("options['min_step'] = %r exceeds options['max_step'] = %r" % (o["min_step"], o["max_step"]))
+        mns = get("max_num_steps", o["max_num_steps"])
+        if isinstance(mns, bool) or not isinstance(mns, numbers.Integral) or mns < 1:
+            raise ValueError("options['max_num_steps'] must be a positive integer, got %r" % (mns,))
+        o["max_num_steps"] = int(mns)
+        o["safety"] = _positive("safety", get("safety", 0.9))
+        if o["safety"] > 1:
+            raise ValueError("options['safety'] must be in (0, 1], got %r" % o["safety"])
+        o["ifactor"] = _positive("ifactor", get("ifactor", 10.0))
+        if o["ifactor"] < 1:
+            raise ValueError("options['ifactor'] must be >= 1, got %r" % o["ifactor"])
+        o["dfactor"] = _positive("dfactor", get("dfactor", 0.2))
+        if o["dfactor"] > 1:
+            raise ValueError("options['dfactor'] must be in (0, 1], got %r" % o["dfactor"])
+        controller = get("controller", "integral")
+        if controller not in CONTROLLERS:
+            raise ValueError("options['controller'] must be one of %s, got %r" % (", ".join(CONTROLLERS), controller))
+        for name, default in zip(("pcoeff", "icoeff", "dcoeff"), CONTROLLERS[controller]):
+            v = get(name, default)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError("options['%s'] must be a finite number, got %r" % (name, v))
+            o[name] = float(v)
+        if o["pcoeff"] + o["icoeff"] + o["dcoeff"] <= 0:
+            raise ValueError("options pcoeff + icoeff + dcoeff must be positive, got %r"
+                             % (o["pcoeff"] + o["icoeff"] + o["dcoeff"]))
+        for name in ("step_t", "jump_t"):
+            if get(name) is not None:
+                o[name] = _time_list(name, get(name))
+        dtype = get("dtype", torch.float64)
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError("options['dtype'] (the time dtype) must be torch.float32 or torch.float64, got %r" % (dtype,))
+        o["time_float32"] = dtype == torch.float32
+        norm = get("norm")
+        if norm is not None:
+            if not callable(norm):
+                raise TypeError("options['norm'] must be callable (tensor -> scalar), got %s" % _fmt(norm))
+            if per_row:
+                raise ValueError("options['norm'] (a user norm) is not supported with per-sample time grids")
+            user_norm = norm
+    else:
+        perturb = get("perturb", False)
+        if not isinstance(perturb, bool):
+            raise TypeError("options['perturb'] must be a bool, got %s" % _fmt(perturb))
+        o["perturb"] = perturb
+        interp = get("interp", "linear")
+        if interp not in ("linear", "cubic"):
+            raise ValueError("options['interp'] must be 'linear' or 'cubic', got %r" % (interp,))
+        o["cubic"] = interp == "cubic"
+        o["grid"] = _grid(problem_t, per_row, options, func, y0, t)
+    if shapes is not None and len(shapes) > 1:
+        o["norm_groups"] = [int(s.numel()) for s in shapes]
+    return o, user_norm
+
+
+def build_problem(func, y0, t, rtol, atol, method, options):
+    if not callable(func):
+        raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
+    members = _check_state(y0)
+    shapes = None
+    if isinstance(y0, tuple):
+        shapes = [m.shape for _, m in members]
+        state = torch.cat([m.reshape(-1) for _, m in members])
+    else:
+        state = y0
+    if method is None:
+        method = "dopri5"
+    names = method_names()
+    if not isinstance(method, str) or method not in names:
+        raise ValueError("unknown method %r; valid methods are: %s" % (method, ", ".join(names)))
+    tab = tableau(method)
+    problem_t, per_row = _check_times(t, state, shapes is not None)
+    rtol_v, rtol_e = _check_tolerance("rtol", rtol, state, shapes)
+    atol_v, atol_e = _check_tolerance("atol", atol, state, shapes)
+    opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes)
+    opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
+    t_grad = None
+    if t.requires_grad and torch.is_grad_enabled():
+        t_grad = t.to(device=state.device, dtype=torch.float64)
+    return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
+                   method=method, options=opts, user_norm=user_norm)

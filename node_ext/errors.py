@@ -1,0 +1,36 @@
+"""Exceptions raised by node_ext solvers.
+
+A solve that cannot continue raises a subclass of :class:`SolverError`. These are ordinary
+exceptions (never ``AssertionError``, which ``python -O`` strips), and they carry where the solve
+stopped: ``t`` (the time reached), ``stats`` (function evaluations and steps so far), ``sample``
+(the failing sample for per-sample time grids, else ``None``) and ``phase`` ("forward", or
+"backward" for the adjoint solve of :func:`node_ext.odeint_adjoint`).
+
+An exception raised by the user's dynamics is not wrapped: it reaches the caller unchanged.
+"""
+
+
+class SolverError(RuntimeError):
+    """A solve stopped before reaching the last requested time."""
+
+    def __init__(self, message, t=None, stats=None, sample=None, phase="forward"):
+        super().__init__(message)
+        self.t = t
+        self.stats = dict(stats or {})
+        self.sample = sample
+        self.phase = phase
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.t, self.stats, self.sample, self.phase))
+
+
+class StepSizeError(SolverError):
+    """The step size fell below machine precision relative to t (stiff or singular dynamics)."""
+
+
+class MaxStepsError(SolverError):
+    """More than ``max_num_steps`` steps were attempted."""
+
+
+class NonFiniteError(SolverError):
+    """The state, the dynamics or the error estimate became NaN or infinite."""

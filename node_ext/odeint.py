@@ -1,0 +1,79 @@
+"""odeint: torchdiffeq's interface on node_ext's native solve loop."""
+import warnings
+
+from . import _ops
+from ._problem import build_problem
+from .stats import record
+
+_warned = False
+
+
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, stats=None):
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
+
+    A drop-in replacement for ``torchdiffeq.odeint`` whose step loop, stage combinations, error norms
+    and dense output run in native code (C++/CUDA); Python is entered only to call ``func``.
+
+    Args:
+        func: ``func(t, y)`` returning dy/dt with the shape of ``y``. ``t`` is a tensor of y's dtype:
+            a scalar, or of shape (batch,) for per-sample time grids.
+        y0: initial state, a float32/float64 Tensor of any shape, or a tuple of Tensors.
+        t: times, 1-D (T,) strictly increasing or decreasing; or 2-D (batch, T), one grid per sample,
+            the first dimension of y0 being the batch (each sample then has its own step sizes).
+        rtol, atol: relative and absolute tolerances: positive numbers, Tensors broadcastable to y0,
+            or tuples matching a tuple y0.
+        method: 'dopri5' (default), 'tsit5', 'dopri8', 'bosh3', 'fehlberg2', 'adaptive_heun', or a
+            fixed-grid method: 'euler', 'midpoint', 'heun2', 'heun3', 'rk4'.
+        options: adaptive methods: first_step, min_step, force_min_step, max_step, max_num_steps,
+            safety, ifactor, dfactor, controller ('integral' | 'pi' | 'pid'), pcoeff, icoeff, dcoeff,
+            step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default).
+            Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic').
+            Unlike torchdiffeq, a step that would need to be smaller than min_step raises
+            StepSizeError unless force_min_step=True (then it is accepted, as torchdiffeq does).
+        stats: optional :class:`node_ext.SolveStats` that accumulates this solve's counts.
+
+    Returns:
+        Tensor of shape (T, *y0.shape) (a tuple of them for a tuple y0). It is differentiable with
+        respect to y0, t and func's parameters by backpropagation through the solver's operations;
+        see :func:`node_ext.odeint_adjoint` for the memory-efficient adjoint method.
+
+    Raises:
+        ValueError / TypeError: invalid arguments (before anything runs).
+        node_ext.SolverError (StepSizeError, MaxStepsError, NonFiniteError): the solve failed.
+    """
+    problem = build_problem(func, y0, t, rtol, atol, method, options)
+    solution, counts = solve_problem(problem)
+    record(counts, stats)
+    return problem.unflatten(solution)
+
+
+def solve_problem(problem):
+    """Runs a validated Problem: natively, or with the reference solvers when _C is unavailable."""
+    if _ops.native is None:
+        _warn_fallback()
+        from .reference.solver import solve_reference
+        return solve_reference(problem)
+    opts = dict(problem.options)
+    opts["norm"] = _norm_for(problem)
+    shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
+    return _ops.native.solve(problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
+                             problem.per_row)
+
+
+def _norm_for(problem):
+    norm = problem.user_norm
+    if norm is None:
+        return None
+    if problem.shapes is None:
+        return lambda x: float(norm(x))
+    sizes = [s.numel() for s in problem.shapes]
+    return lambda x: float(norm(tuple(p.reshape(s) for p, s in zip(x.split(sizes), problem.shapes))))
+
+
+def _warn_fallback():
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("node_ext: the native extension node_ext._C could not be loaded (%s); falling back to the "
+                      "pure-PyTorch reference solvers, which are much slower. Build it with "
+                      "`pip install --no-build-isolation .`" % _ops.IMPORT_ERROR, RuntimeWarning, stacklevel=3)

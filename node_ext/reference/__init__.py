@@ -1,0 +1,17 @@
+"""Pure-PyTorch reference solvers (see solver.py): the tests' oracle, the fallback when the
+native extension is unavailable, and the benchmarks' pure-Python baseline."""
+from .._problem import build_problem
+from ..stats import record
+from .solver import solve_reference
+from ..tableaus import a_matrix, method_names, tableau
+
+
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, stats=None):
+    """node_ext.odeint's interface and semantics, computed by a Python loop over steps."""
+    problem = build_problem(func, y0, t, rtol, atol, method, options)
+    solution, counts = solve_reference(problem)
+    record(counts, stats)
+    return problem.unflatten(solution)
+
+
+__all__ = ["odeint", "tableau", "method_names", "a_matrix"]

@@ -1,0 +1,69 @@
+"""Butcher tableaus for Python: read from the native extension, or, when it is not built, parsed
+from csrc/tableaus.h, the single place where the coefficients are written down."""
+import functools
+import os
+import re
+
+from . import _ops
+
+_ARRAY = re.compile(r"inline constexpr double (\w+)\[\] = \{([^}]*)\};")
+_ROW = re.compile(r'\{"(\w+)", (\d+), (\d+), (true|false), (true|false), (\w+::\w+|nullptr), (\w+::\w+|nullptr), '
+                  r'(\w+::\w+|nullptr), (\w+::\w+|nullptr), DenseKind::(\w+), (\d+), (\d+), (\w+::\w+|nullptr), "([^"]*)"\}')
+
+
+def _header_path():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "_tableaus.h"), os.path.join(os.path.dirname(here), "csrc", "tableaus.h")):
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError("node_ext: cannot find csrc/tableaus.h (the extension is not built either)")
+
+
+def parse_header(text):
+    """All tableaus in the text of csrc/tableaus.h, as dicts like node_ext._C.tableau()."""
+    arrays = {name: [float(v) for v in body.replace("\n", " ").split(",") if v.strip()]
+              for name, body in _ARRAY.findall(text)}
+
+    def arr(ref):
+        return [] if ref == "nullptr" else list(arrays[ref.split("::")[1]])
+
+    out = {}
+    for m in _ROW.finditer(text):
+        name, s, order, adaptive, fsal, c, a, b, b_err, dense, terms, degree, poly, ref = m.groups()
+        out[name] = dict(name=name, stages=int(s), order=int(order), adaptive=adaptive == "true",
+                         fsal=fsal == "true", c=arr(c), a=arr(a), b=arr(b), b_err=arr(b_err),
+                         dense=dense.lower(), dense_terms=int(terms), dense_degree=int(degree),
+                         dense_poly=arr(poly), reference=ref)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed():
+    with open(_header_path()) as f:
+        return parse_header(f.read())
+
+
+def method_names():
+    """Every method, in tableau order."""
+    if _ops.native is not None:
+        return list(_ops.native.methods())
+    return list(_parsed())
+
+
+@functools.lru_cache(maxsize=None)
+def tableau(name):
+    """The tableau of `name` as a dict: stages, order, adaptive, fsal, c, a (packed lower
+    triangle), b, b_err, dense ('linear' | 'hermite' | 'polynomial'), dense_terms, dense_degree,
+    dense_poly, reference."""
+    if _ops.native is not None:
+        return _ops.native.tableau(name)
+    return _parsed()[name]
+
+
+def a_matrix(tab):
+    """The strictly lower triangular A as a list of rows."""
+    rows, k = [], 0
+    for i in range(tab["stages"]):
+        rows.append(tab["a"][k:k + i])
+        k += i
+    return rows

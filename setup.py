@@ -1,0 +1,82 @@
+"""Builds node_ext and its native extension node_ext._C.
+
+Configuration (environment variables):
+  FORCE_CUDA=1   build the CUDA kernels even if torch reports no CUDA device / toolkit check fails
+  USE_CUDA=0     never build the CUDA kernels
+  DEBUG=1        -O0 -g instead of -O3
+  MAX_JOBS=N     parallel compile jobs (ninja)
+
+Install with `pip install --no-build-isolation .`: with build isolation pip would build against a
+freshly downloaded torch (a multi-GB CUDA wheel) in a throwaway environment instead of the torch
+you run with, and the extension must match that torch exactly.
+"""
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cuda_choice():
+    if os.environ.get("USE_CUDA") == "0":
+        return False, "USE_CUDA=0"
+    if os.environ.get("FORCE_CUDA") == "1":
+        return True, "FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return False, "torch %s is a CPU build" % torch.__version__
+    if CUDA_HOME is None:
+        return False, "no CUDA toolkit found (set CUDA_HOME)"
+    return True, "torch %s with CUDA %s, toolkit at %s" % (torch.__version__, torch.version.cuda, CUDA_HOME)
+
+
+def _sources(with_cuda):
+    cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cpp = [s for s in cpp if not s.startswith("csrc/tests/")]
+    cuda_launchers = [s for s in cpp if s.startswith("csrc/kernels/cuda/")]
+    cpp = [s for s in cpp if s not in cuda_launchers]
+    if not with_cuda:
+        return cpp
+    cu = sorted(glob.glob("csrc/kernels/cuda/*.cu"))
+    return cpp + cuda_launchers + cu
+
+
+def _extension():
+    with_cuda, why = _cuda_choice()
+    debug = os.environ.get("DEBUG") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    cxx = opt + ["-std=c++17", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    macros = []
+    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")])
+    if with_cuda:
+        macros.append(("NODE_EXT_WITH_CUDA", None))
+        nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        ext = CUDAExtension("node_ext._C", _sources(True), define_macros=macros,
+                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
+    else:
+        ext = CppExtension("node_ext._C", _sources(False), define_macros=macros,
+                           extra_compile_args={"cxx": cxx}, **kwargs)
+    print("node_ext build: %s (%s), %s" % ("CUDA + CPU" if with_cuda else "CPU only", why,
+                                           "debug -O0 -g" if debug else "-O3"))
+    return ext
+
+
+# The pure-PyTorch fallback reads the tableaus from this copy when the extension is not built.
+shutil.copyfile(os.path.join(ROOT, "csrc", "tableaus.h"), os.path.join(ROOT, "node_ext", "_tableaus.h"))
+
+setup(
+    name="node_ext",
+    version="0.1.0",
+    description="Neural ODEs for PyTorch with a native (C++/CUDA) solver core",
+    packages=find_packages(include=["node_ext", "node_ext.*"]),
+    package_data={"node_ext": ["_tableaus.h"]},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.9",
+    install_requires=["numpy"],
+    entry_points={"console_scripts": ["node-ext=node_ext.__main__:main"]},
+)
