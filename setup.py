@@ -78,5 +78,10 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",
     install_requires=["numpy"],
-    entry_points={"console_scripts": ["node-ext=node_ext.__main__:main"]},
+    extras_require={
+        # Peers are pinned to the versions the benchmarks and compatibility tests are written for.
+        "test": ["pytest", "scipy", "torchdiffeq==0.2.5", "torchode==1.0.1"],
+        "bench": ["matplotlib", "tqdm", "torchdiffeq==0.2.5", "torchode==1.0.1"],
+    },
+    entry_points={"console_scripts": ["node-ext=node_ext.cli:main"]},
 )

@@ -9,6 +9,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+import numpy as np
 import torch
 
 from .tableaus import method_names, tableau
@@ -89,8 +90,9 @@ def _check_times(t, y0, tuple_state):
         raise ValueError("t must be 1-D (T,) or, for one time grid per sample, 2-D (batch, T); got shape %s"
                          % (tuple(t.shape),))
     tc = t.detach().to("cpu", torch.float64)
-    if not bool(torch.isfinite(tc).all()):
-        raise ValueError("t contains non-finite values: %s" % tc.tolist())
+    a = tc.numpy()  # the checks below run on a host copy, in NumPy (no per-op dispatch cost)
+    if not np.isfinite(a).all():
+        raise ValueError("t contains non-finite values: %s" % a.tolist())
     per_row = t.dim() == 2
     if per_row:
         if tuple_state:
@@ -98,15 +100,16 @@ def _check_times(t, y0, tuple_state):
         if y0.dim() == 0 or y0.shape[0] != t.shape[0]:
             raise ValueError("a 2-D t of shape %s needs y0 with first dimension %d (the batch), got y0 of shape %s"
                              % (tuple(t.shape), t.shape[0], tuple(y0.shape)))
-    rows = tc if per_row else tc[None]
-    if rows.shape[1] >= 2:
-        d = rows[:, 1:] - rows[:, :-1]
-        inc, dec = bool((d > 0).all()), bool((d < 0).all())
-        if not (inc or dec):
-            bad = int(((d <= 0).any(1) & (d >= 0).any(1)).nonzero()[0]) if per_row else None
-            where = "" if bad is None else " (sample %d: %s)" % (bad, rows[bad].tolist())
-            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times); got %s%s"
-                             % (tc.tolist() if not per_row else "a grid that is not", where))
+    if a.shape[-1] >= 2:
+        d = np.diff(a.reshape(-1, a.shape[-1]), axis=1)
+        if not ((d > 0).all() or (d < 0).all()):
+            if per_row:
+                bad = int(np.nonzero(~((d > 0).all(1) | (d < 0).all(1)))[0][0]) if not ((d > 0).all(1) | (d < 0).all(1)).all() else None
+                where = "every sample's grid must run in the same direction" if bad is None else \
+                    "sample %d: %s" % (bad, a[bad].tolist())
+                raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times); %s" % where)
+            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times); got %s"
+                             % a.tolist())
     return tc, per_row
 
 

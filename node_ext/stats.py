@@ -51,13 +51,16 @@ _last = threading.local()
 
 def record(counts, stats=None, backward=False):
     """Stores a solve's counts as the thread's last and adds them to `stats` when given."""
-    last = SolveStats()
-    last.add(counts, backward=backward)
-    _last.value = last
+    _last.value = (counts, backward)
     if stats is not None:
         stats.add(counts, backward=backward)
 
 
 def last_stats():
     """The statistics of the most recent solve in this thread (None before any solve)."""
-    return getattr(_last, "value", None)
+    value = getattr(_last, "value", None)
+    if value is None:
+        return None
+    out = SolveStats()
+    out.add(*value)
+    return out

@@ -45,9 +45,14 @@ def _parsed():
 
 def method_names():
     """Every method, in tableau order."""
+    return list(_method_names())
+
+
+@functools.lru_cache(maxsize=None)
+def _method_names():
     if _ops.native is not None:
-        return list(_ops.native.methods())
-    return list(_parsed())
+        return tuple(_ops.native.methods())
+    return tuple(_parsed())
 
 
 @functools.lru_cache(maxsize=None)

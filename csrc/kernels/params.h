@@ -31,8 +31,8 @@ struct CombineParams {
   const void* y = nullptr;
   void* out = nullptr;
   int n_terms = 0;
-  const void* k[kMaxTerms] = {};
-  double w[kMaxTerms] = {};
+  const void* k[kMaxTerms];  // only the first n_terms entries are read
+  double w[kMaxTerms];
   StepSizeArg h;
 };
 
@@ -54,9 +54,9 @@ struct ErrorNormParams {
   void* y_new = nullptr;
   bool compute_y_new = false;
   int n_terms = 0;
-  const void* k[kMaxTerms] = {};
-  double b[kMaxTerms] = {};
-  double e[kMaxTerms] = {};
+  const void* k[kMaxTerms];  // only the first n_terms entries are read
+  double b[kMaxTerms];
+  double e[kMaxTerms];
   StepSizeArg h;
   double rtol = 0.0;
   double atol = 0.0;
@@ -81,9 +81,9 @@ struct InterpParams {
   const void* y0 = nullptr;
   void* out = nullptr;
   int n_terms = 0;
-  const void* k[kMaxTerms] = {};
+  const void* k[kMaxTerms];  // only the first n_terms entries are read
   int degree = 0;
-  double poly[kMaxTerms * kMaxDenseDegree] = {};
+  double poly[kMaxTerms * kMaxDenseDegree];  // only the first n_terms * degree entries are read
   StepSizeArg h;
   const double* theta = nullptr;
   bool theta_per_row = false;

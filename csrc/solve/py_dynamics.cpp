@@ -30,7 +30,8 @@ at::Tensor PyDynamics::checked(py::handle out, const at::Tensor& like, const cha
     throw py::type_error(std::string("func must return ") + what + ", got an object of type " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));
   }
-  at::Tensor k = THPVariable_Unpack(out.ptr());
+  // By reference: copying a tensor that has a Python object costs a Python incref/decref.
+  const at::Tensor& k = THPVariable_Unpack(out.ptr());
   if (k.sizes() != like.sizes()) {
     throw py::value_error(std::string("func returned ") + what + " of shape " + shape_str(k.sizes()) +
                           " for a state of shape " + shape_str(like.sizes()));
@@ -40,8 +41,9 @@ at::Tensor PyDynamics::checked(py::handle out, const at::Tensor& like, const cha
     o << "func returned a tensor on " << k.device() << " for a state on " << like.device();
     throw py::value_error(o.str());
   }
-  if (k.scalar_type() != like.scalar_type()) k = k.to(like.scalar_type());
-  return k.contiguous();
+  if (k.scalar_type() != like.scalar_type()) return k.to(like.scalar_type()).contiguous();
+  if (!k.is_contiguous()) return k.contiguous();
+  return k;
 }
 
 at::Tensor PyDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {

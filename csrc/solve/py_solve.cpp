@@ -5,6 +5,7 @@
 
 #include "solve/py_dynamics.h"
 #include "solve/rk_solver.h"
+#include "solve/tensor_pool.h"
 
 namespace py = pybind11;
 
@@ -85,7 +86,12 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
 
 }  // namespace
 
+namespace {
+bool unique_pyobject(void* obj) { return Py_REFCNT(static_cast<PyObject*>(obj)) == 1; }
+}  // namespace
+
 void bind_solve(py::module_& m) {
+  detail::unique_pyobject_hook() = &unique_pyobject;
   m.def("solve", &solve, py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("t_grad"), py::arg("method"),
         py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"),
         "Solve an initial value problem with the native loop; returns (solution, stats).");

@@ -169,7 +169,8 @@ class RkSolver {
       double* p = t.data_ptr<double>();
       for (int64_t r = 0; r < rows_; ++r) p[r] = value(r);
     }
-    return cpu ? t : t.to(pb_.y0.device());
+    if (!cpu) return t.to(pb_.y0.device());
+    return t;
   }
 
   // f at `times` (perturbed on the active rows), or at the differentiable time expression t_expr.
@@ -189,17 +190,22 @@ class RkSolver {
   // ---------------------------------------------------------------- one attempt
   void attempt() {
     plan();
-    StepSize h{std::vector<double>(rows_), at::Tensor(), pb_.per_row};
-    std::vector<char> active(rows_);
+    StepSize& h = step_;
+    std::vector<char>& active = active_;
+    std::vector<char>& accept = accept_;
+    h.host.resize(rows_);
+    h.tensor = at::Tensor();
+    h.per_row = pb_.per_row;
+    active.assign(rows_, 0);
+    accept.assign(rows_, 0);
     for (int64_t r = 0; r < rows_; ++r) {
       h.host[r] = plan_[r].h;
       active[r] = plan_[r].active;
     }
     if (t_grad_) h.tensor = step_tensor_with_grad(h);
     at::Tensor y_new = stages(h, active);
-    std::vector<double> err = estimate(h, y_new);
+    const std::vector<double>& err = estimate(h, y_new);
     ++stats_.n_steps;
-    std::vector<char> accept(rows_, 0);
     bool any = false;
     for (int64_t r = 0; r < rows_; ++r) {
       if (!active[r]) continue;
@@ -333,11 +339,11 @@ class RkSolver {
   }
 
   // The error ratio per row; computes y_new when the stages did not.
-  std::vector<double> estimate(StepSize& h, at::Tensor& y_new) {
+  const std::vector<double>& estimate(StepSize& h, at::Tensor& y_new) {
     const int s = tab_.stages;
     if (!tab_.adaptive) {
       // No error estimate: the norm of the increment only detects a non-finite state.
-      std::vector<double> e = kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b, s, h);
+      const std::vector<double>& e = kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b, s, h);
       for (int64_t r = 0; r < rows_; ++r) {
         if (plan_[r].active && !std::isfinite(e[r])) {
           fail(FailureKind::NonFinite, r,
@@ -345,7 +351,8 @@ class RkSolver {
                    str(plan_[r].end));
         }
       }
-      return std::vector<double>(rows_, 0.0);
+      zeros_.assign(rows_, 0.0);
+      return zeros_;
     }
     if (tab_.fsal) return kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h);
     return kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
@@ -374,13 +381,14 @@ class RkSolver {
 
   // Moves the accepted rows to the end of their step and writes the outputs the step covers.
   void advance(StepSize& h, const std::vector<char>& active, const std::vector<char>& accept, const at::Tensor& y_new) {
-    std::vector<double> t_next(t_cur_);
+    std::vector<double>& t_next = t_next_;
+    t_next = t_cur_;
     bool continues = false;
     for (int64_t r = 0; r < rows_; ++r) {
       if (accept[r]) t_next[r] = plan_[r].end;
       if (t_next[r] != t_end_[r]) continues = true;
     }
-    const at::Tensor y_next = kern_.select_rows(accept, y_new, y_);
+    at::Tensor y_next = kern_.select_rows(accept, y_new, y_);
     at::Tensor t_next_T;
     if (t_grad_) t_next_T = pb_.per_row ? kern_.select_rows(accept, t_cur_T_ + h.tensor, t_cur_T_) : t_cur_T_ + h.tensor;
 
@@ -391,11 +399,11 @@ class RkSolver {
 
     write_outputs(h, accept, f1);
 
-    y_ = y_next;
+    y_ = std::move(y_next);
     if (tab_.fsal) {
       k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);
     } else {
-      k_first_ = reuse ? f1 : at::Tensor();
+      k_first_ = reuse ? std::move(f1) : at::Tensor();
     }
     std::vector<char> jumped(rows_, 0);
     bool any_jump = false;
@@ -422,6 +430,11 @@ class RkSolver {
   }
 
   void write_outputs(StepSize& h, const std::vector<char>& accept, const at::Tensor& f1) {
+    bool any = false;
+    for (int64_t r = 0; r < rows_ && !any; ++r) {
+      any = accept[r] && next_out_[r] < n_times_ && dir_ * (pb_.t[r][next_out_[r]] - plan_[r].end) <= 0;
+    }
+    if (!any) return;
     // (point m, row r) -> output index and theta; rows without an m-th output get index -1.
     std::vector<std::vector<std::pair<int64_t, double>>> per_row(rows_);
     size_t rounds = 0;
@@ -504,7 +517,10 @@ class RkSolver {
   at::Tensor time_pool_like_;
   TensorPool time_pool_;
   std::vector<at::Tensor> k_;
-  std::vector<double> t_cur_, t_end_, h_abs_;
+  std::vector<double> t_cur_, t_end_, h_abs_, t_next_;
+  StepSize step_;                     // the attempt's step (reused between attempts)
+  std::vector<double> zeros_;
+  std::vector<char> active_, accept_;
   std::vector<int64_t> next_out_;
   std::vector<char> done_;
   std::vector<RowPlan> plan_;

@@ -19,6 +19,7 @@ at::TensorList first(const std::vector<at::Tensor>& k, int n) { return at::Tenso
 StepKernels::StepKernels(const at::Tensor& y0, int64_t rows, bool per_row, const SolveOptions& opts)
     : rows_(rows),
       cols_(rows == 0 ? 0 : y0.numel() / rows),
+      grad_mode_(c10::GradMode::is_enabled()),
       per_row_(per_row),
       device_(y0.device()),
       kind_(scalar_kind_of(y0.scalar_type())),
@@ -41,7 +42,7 @@ StepKernels::StepKernels(const at::Tensor& y0, int64_t rows, bool per_row, const
 
 bool StepKernels::needs_graph(const at::Tensor& y, const std::vector<at::Tensor>& k, int n,
                               const StepSize* h) const {
-  if (!c10::GradMode::is_enabled()) return false;
+  if (!grad_mode_) return false;
   if (y.requires_grad()) return true;
   for (int j = 0; j < n; ++j) {
     if (k[j].requires_grad()) return true;
@@ -83,9 +84,9 @@ at::Tensor StepKernels::combine(const at::Tensor& y, const std::vector<at::Tenso
   return out;
 }
 
-std::vector<double> StepKernels::error_ratio(const at::Tensor& y, at::Tensor* y_new, bool compute_y_new,
-                                             const std::vector<at::Tensor>& k, const double* b, const double* e,
-                                             int n, StepSize& h) {
+const std::vector<double>& StepKernels::error_ratio(const at::Tensor& y, at::Tensor* y_new, bool compute_y_new,
+                                                    const std::vector<at::Tensor>& k, const double* b,
+                                                    const double* e, int n, StepSize& h) {
   if (compute_y_new && needs_graph(y, k, n, &h)) {
     *y_new = ops::call_rk_stage(y, first(k, n), at::ArrayRef<double>(b, n), step_tensor(h));
     compute_y_new = false;
@@ -131,19 +132,26 @@ std::vector<double> StepKernels::error_ratio(const at::Tensor& y, at::Tensor* y_
   return group_ratios(sumsq_host_.data(), ratio);
 }
 
-std::vector<double> StepKernels::group_ratios(const double* ss, const at::Tensor& ratio) {
-  if (opts_.user_norm) return {std::abs(opts_.user_norm(ratio))};
-  std::vector<double> rms(group_sizes_.size());
-  for (size_t g = 0; g < rms.size(); ++g) {
-    rms[g] = group_sizes_[g] > 0 ? std::sqrt(ss[g] / static_cast<double>(group_sizes_[g])) : 0.0;
+const std::vector<double>& StepKernels::group_ratios(const double* ss, const at::Tensor& ratio) {
+  if (opts_.user_norm) {
+    ratios_.assign(1, std::abs(opts_.user_norm(ratio)));
+    return ratios_;
   }
-  if (per_row_) return rms;
+  rms_.resize(group_sizes_.size());
+  for (size_t g = 0; g < rms_.size(); ++g) {
+    rms_[g] = group_sizes_[g] > 0 ? std::sqrt(ss[g] / static_cast<double>(group_sizes_[g])) : 0.0;
+  }
+  if (per_row_) return rms_;
   double worst = 0.0;  // torchdiffeq's mixed norm: the largest RMS over the groups
-  for (double v : rms) {
-    if (std::isnan(v)) return {std::numeric_limits<double>::quiet_NaN()};
+  for (double v : rms_) {
+    if (std::isnan(v)) {
+      worst = v;
+      break;
+    }
     worst = std::max(worst, v);
   }
-  return {worst};
+  ratios_.assign(1, worst);
+  return ratios_;
 }
 
 std::vector<double> StepKernels::scaled_norm(const at::Tensor& y, const std::vector<at::Tensor>& k, const double* w,

@@ -34,9 +34,10 @@ class StepKernels {
   // Error ratio per row (one value when rows == 1): the norm of h * sum_j e_j k_j scaled by
   // atol + rtol * max(|y|, |y_new|). With compute_y_new, y_new is computed (y + h sum_j b_j k_j) and
   // stored in *y_new; otherwise *y_new is read. NaN when y_new has a non-finite element.
-  std::vector<double> error_ratio(const at::Tensor& y, at::Tensor* y_new, bool compute_y_new,
-                                  const std::vector<at::Tensor>& k, const double* b, const double* e, int n,
-                                  StepSize& h);
+  // The returned vector is owned by this object and valid until the next call.
+  const std::vector<double>& error_ratio(const at::Tensor& y, at::Tensor* y_new, bool compute_y_new,
+                                         const std::vector<at::Tensor>& k, const double* b, const double* e, int n,
+                                         StepSize& h);
 
   // Norm of x / (atol + rtol * |y|) per row (initial step selection); x = h * sum_j w_j k_j.
   std::vector<double> scaled_norm(const at::Tensor& y, const std::vector<at::Tensor>& k, const double* w, int n,
@@ -57,11 +58,12 @@ class StepKernels {
   const at::Tensor& step_tensor(StepSize& h) const;
 
  private:
-  std::vector<double> group_ratios(const double* sumsq, const at::Tensor& ratio);
+  const std::vector<double>& group_ratios(const double* sumsq, const at::Tensor& ratio);
   StepSizeArg step_arg(StepSize& h) const;
 
   int64_t rows_;
   int64_t cols_;
+  bool grad_mode_;                   // GradMode at the start of the solve (the loop never changes it)
   bool per_row_;
   c10::Device device_;
   ScalarKind kind_;
@@ -71,6 +73,7 @@ class StepKernels {
   at::Tensor rtol_elem_, atol_elem_;
   TensorPool pool_;                  // state-shaped buffers of the fast path
   std::vector<double> sumsq_host_;   // per-group sums of squares (CPU states)
+  std::vector<double> rms_, ratios_;  // results of group_ratios
 };
 
 }  // namespace node_ext

@@ -26,13 +26,26 @@ struct HasUniqueReference<Slot, std::void_t<decltype(std::declval<const Slot&>()
 // Python keeps its Python object, which holds one reference; the tensor is still ours when that
 // object is referenced only by the tensor itself (torch's PyObject preservation). Torch versions
 // without PyObjectSlot::has_unique_reference never reuse a tensor that has a Python object.
+// Optional fast answer to "is this Python object referenced only once?", installed by the Python
+// bindings (a plain Py_REFCNT read: the loop runs holding the GIL). Without it, torch's
+// PyObjectSlot::has_unique_reference is used, which goes through its interpreter vtable.
+using UniquePyObjectFn = bool (*)(void* pyobj);
+inline UniquePyObjectFn& unique_pyobject_hook() {
+  static UniquePyObjectFn hook = nullptr;
+  return hook;
+}
+
 template <typename Slot = c10::impl::PyObjectSlot>
 bool exclusively_held(const at::Tensor& t) {
-  if (t.storage().use_count() != 1) return false;  // a view shares the storage
+  const size_t uses = t.use_count();
+  if (uses > 2 || t.storage().use_count() != 1) return false;  // held elsewhere, or a view shares the storage
   const Slot* slot = t.unsafeGetTensorImpl()->pyobj_slot();
-  if (slot->load_pyobj() == nullptr) return t.use_count() == 1;
+  void* pyobj = slot->load_pyobj();
+  if (pyobj == nullptr) return uses == 1;
+  if (uses != 2) return false;  // the pool's reference and the Python object's
+  if (UniquePyObjectFn hook = unique_pyobject_hook()) return hook(pyobj);
   if constexpr (HasUniqueReference<Slot>::value) {
-    return t.use_count() == 2 && slot->has_unique_reference();
+    return slot->has_unique_reference();
   } else {
     return false;
   }

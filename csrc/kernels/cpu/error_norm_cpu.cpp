@@ -106,10 +106,20 @@ void error_norm_impl(const ErrorNormParams& p) {
     return std::upper_bound(p.group_end, p.group_end + n_groups, i) - p.group_end;
   };
   const int64_t n_chunks = (numel + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<size_t>(n_chunks + n_groups), 0.0);
+  // Partial sums: on the stack for the common small case, else on the heap.
+  constexpr int64_t kStack = 64;
+  double stack_partial[kStack];
+  std::vector<double> heap_partial;
+  double* partial = stack_partial;
+  if (n_chunks + n_groups > kStack) {
+    heap_partial.assign(static_cast<size_t>(n_chunks + n_groups), 0.0);
+    partial = heap_partial.data();
+  } else {
+    std::fill(stack_partial, stack_partial + n_chunks + n_groups, 0.0);
+  }
   const NormRun<T> run_norm{p, static_cast<const T*>(p.y), static_cast<T*>(p.y_new), static_cast<T*>(p.ratio_out)};
 
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+  auto run_chunks = [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       const int64_t stop = std::min(numel, (c + 1) * kChunk);
       int64_t pos = c * kChunk;
@@ -122,7 +132,12 @@ void error_norm_impl(const ErrorNormParams& p) {
         pos = end;
       }
     }
-  });
+  };
+  if (n_chunks <= 1) {
+    run_chunks(0, n_chunks);  // small states: no parallel dispatch
+  } else {
+    at::parallel_for(0, n_chunks, 1, run_chunks);
+  }
 
   for (int64_t g = 0; g < n_groups; ++g) {
     const int64_t begin = g == 0 ? 0 : group_end(g - 1), end = group_end(g);

@@ -6,7 +6,8 @@
 // for a shared one); otherwise V = 1. The step size lives in device memory and is read by the
 // kernel; each thread keeps the products c_j = (T)(h_r * w_j) of the row it is on in registers
 // and recomputes them only when its row changes, so the per-element work is n_terms FMAs in the
-// state dtype. The weights and the k pointers travel in the parameter struct (passed by value).
+// state dtype, accumulated onto y in term order; terms with a zero weight are skipped (not
+// loaded), like the CPU kernel does. The weights and the k pointers travel in the parameter struct (passed by value).
 // The grid is capped at 8 blocks of 256 threads per SM (one full wave); threads loop beyond.
 #include <cuda_runtime.h>
 
@@ -61,21 +62,20 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams p
       for (int j = 0; j < kMaxTerms; ++j) c[j] = j < n ? static_cast<T>(h * p.w[j]) : T(0);
       c_row = r;
     }
-    P acc;
+    P acc;  // y first, then the terms in order, as the CPU kernel does
+    if (y != nullptr) {
+      acc = y[v];
+    } else {
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc.v[e] = T(0);
+      for (int e = 0; e < V; ++e) acc.v[e] = T(0);
+    }
 #pragma unroll
     for (int j = 0; j < kMaxTerms; ++j) {
-      if (j < n) {
+      if (j < n && p.w[j] != 0.0) {  // zero weights are skipped (no load), as on the CPU
         const P kv = static_cast<const P*>(p.k[j])[v];
 #pragma unroll
         for (int e = 0; e < V; ++e) acc.v[e] += c[j] * kv.v[e];
       }
-    }
-    if (y != nullptr) {
-      const P yv = y[v];
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc.v[e] = yv.v[e] + acc.v[e];
     }
     out[v] = acc;
   }

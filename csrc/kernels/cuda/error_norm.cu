@@ -18,7 +18,8 @@
 //   (ws_last[c0] + sum_{c0<c<c1} ws_first[c]) + ws_first[c1]
 // summed by the warp in a fixed order. For ragged groups (group_end given) a block finds the
 // group of its first element with a 256-ary search and then walks the groups tile by tile.
-// q is computed in float64 (err in the state dtype divided by the float64 tolerance).
+// q is computed in float64 (err in the state dtype divided by the float64 tolerance), plus
+// (y_new - y_new) so that a non-finite y_new gives NaN; zero weights b_j / e_j are skipped.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -141,7 +142,7 @@ struct Sink {
 };
 
 template <typename T, int NT>  // NT: kMaxTerms bucket >= n_terms (sizes the coefficient registers)
-__global__ void __launch_bounds__(kThreads, NT <= 8 ? 3 : 2)
+__global__ void __launch_bounds__(kThreads, (NT <= 4 || (NT <= 8 && sizeof(T) == 4)) ? 3 : 2)
 error_norm_kernel(const ErrorNormParams p, int64_t n, int64_t chunk_len, double* ws_first, double* ws_last) {
   __shared__ double s_sq[kTile + kTile / 32];
   __shared__ double s_warp[kWarps];
@@ -194,26 +195,28 @@ error_norm_kernel(const ErrorNormParams p, int64_t n, int64_t chunk_len, double*
         c_row = r;
       }
       const T yv = y[i];
-      T sb = T(0), se = T(0);
+      T yn = yv, se = T(0);  // y_new accumulates onto y in term order, as on the CPU
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        if (j < nt) {
+        const bool use_b = j < nt && p.compute_y_new && p.b[j] != 0.0;  // zero weights: skipped
+        const bool use_e = j < nt && p.e[j] != 0.0;
+        if (use_b || use_e) {
           const T kv = static_cast<const T*>(p.k[j])[i];
-          sb += cb[j] * kv;
-          se += cerr[j] * kv;
+          if (use_b) yn += cb[j] * kv;
+          if (use_e) se += cerr[j] * kv;
         }
       }
-      T yn;
       if (p.compute_y_new) {
-        yn = yv + sb;
         y_new[i] = yn;
       } else {
         yn = y_new[i];
       }
       const double atol = p.atol_elem != nullptr ? p.atol_elem[i] : p.atol;
       const double rtol = p.rtol_elem != nullptr ? p.rtol_elem[i] : p.rtol;
-      const double scale = fmax(fabs(static_cast<double>(yv)), fabs(static_cast<double>(yn)));
-      const double q = static_cast<double>(se) / (atol + rtol * scale);
+      const double yn_d = static_cast<double>(yn);
+      const double scale = fmax(fabs(static_cast<double>(yv)), fabs(yn_d));
+      // + (y_new - y_new): 0, or NaN when y_new is not finite, so such a step is never accepted.
+      const double q = static_cast<double>(se) / (atol + rtol * scale) + (yn_d - yn_d);
       if (ratio != nullptr) ratio[i] = static_cast<T>(q);
       if (single) {
         local += q * q;

@@ -11,6 +11,7 @@
 // The polynomial table is copied once per block into shared memory. Units are distributed with a
 // grid-stride loop (grid capped at 8 blocks of 256 threads per SM). Pairs whose destination index
 // is negative are skipped; theta, h and out_index are read from device memory by the kernel.
+// As in the CPU kernel, the terms are accumulated onto y0 in order and zero weights are skipped.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -76,11 +77,12 @@ __global__ void __launch_bounds__(kThreads) interp_warp_kernel(const InterpParam
     Pair q;
     if (!pair_of(p, pair, q)) continue;  // same pair for the whole warp
     T mine = T(0);
+    double w = 0.0;
     if (lane < nt) {
-      double w;
       dense_weights(s_poly + lane * p.degree, 1, p.degree, q.theta, &w);
       mine = static_cast<T>(q.h * w);
     }
+    const unsigned used = __ballot_sync(kFull, w != 0.0);  // zero weights are skipped
     T c[NT];
 #pragma unroll
     for (int j = 0; j < NT; ++j) c[j] = __shfl_sync(kFull, mine, j);
@@ -92,12 +94,12 @@ __global__ void __launch_bounds__(kThreads) interp_warp_kernel(const InterpParam
     for (int it = 0; it < kItems; ++it) {
       const int64_t d = d0 + it * 32;
       if (d >= p.cols) break;
-      T acc = T(0);
+      T acc = y0[d];
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        if (j < nt) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
+        if ((used >> j) & 1u) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
       }
-      out[d] = y0[d] + acc;
+      out[d] = acc;
     }
   }
 }
@@ -112,6 +114,7 @@ __global__ void __launch_bounds__(kThreads) interp_pair_kernel(const InterpParam
     Pair q;
     if (!pair_of(p, pair, q)) continue;
     T c[NT];
+    unsigned used = 0;  // terms with a non-zero weight (the others are skipped)
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       c[j] = T(0);
@@ -119,18 +122,19 @@ __global__ void __launch_bounds__(kThreads) interp_pair_kernel(const InterpParam
         double w;
         dense_weights(s_poly + j * p.degree, 1, p.degree, q.theta, &w);
         c[j] = static_cast<T>(q.h * w);
+        if (w != 0.0) used |= 1u << j;
       }
     }
     const int64_t row = q.r * p.cols;
     const T* y0 = static_cast<const T*>(p.y0) + row;
     T* out = static_cast<T*>(p.out) + (q.dst * p.rows) * p.cols + row;
     for (int64_t d = 0; d < p.cols; ++d) {
-      T acc = T(0);
+      T acc = y0[d];
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        if (j < nt) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
+        if ((used >> j) & 1u) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
       }
-      out[d] = y0[d] + acc;
+      out[d] = acc;
     }
   }
 }

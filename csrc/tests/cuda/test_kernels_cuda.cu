@@ -106,6 +106,10 @@ void test_combine(int64_t rows, int64_t cols, int nt, bool per_row, bool y_null,
   std::vector<T> y = random_vec<T>(n);
   Stages<T> k = random_stages<T>(nt, n);
   std::vector<double> w = random_vec<double>(nt), h = random_vec<double>(per_row ? rows : 1, 0.01, 0.5);
+  if (nt >= 3) {  // a zero weight: its stage must not even be read (as on the CPU), so poison it
+    w[1] = 0.0;
+    k[1].assign(n, static_cast<T>(NAN));
+  }
   Buf<T> dy(y, lead), dout(n, lead);
   Buf<double> dh(h);
   std::vector<std::unique_ptr<Buf<T>>> dk;
@@ -130,6 +134,7 @@ void test_combine(int64_t rows, int64_t cols, int nt, bool per_row, bool y_null,
     const double hr = h[per_row ? i / cols : 0];
     double acc = 0.0, mag = 0.0;
     for (int j = 0; j < nt; ++j) {
+      if (w[j] == 0.0) continue;
       acc += w[j] * k[j][i];
       mag += std::fabs(w[j] * k[j][i]);
     }
@@ -434,6 +439,31 @@ static void test_edge_cases() {
   e.n_groups = 4;
   expect(error_norm_cuda(e, ScalarKind::Float32, nullptr, 0) == cudaErrorInvalidValue,
          "error_norm rejects n_groups != rows without group_end");
+
+  {  // a non-finite y_new makes the ratio NaN (never accepted), not 0
+    const std::vector<double> yv = {1.0, 2.0, 3.0}, ynv = {1.0, INFINITY, 3.0}, kv = {0.5, 0.5, 0.5};
+    const std::vector<double> hv = {0.1};
+    Buf<double> dy(yv), dyn(ynv), dk(kv), dh(hv), dratio(3), dsum(1);
+    ErrorNormParams q;
+    q.rows = 1;
+    q.cols = 3;
+    q.y = dy.d;
+    q.y_new = dyn.d;
+    q.n_terms = 1;
+    q.k[0] = dk.d;
+    q.e[0] = 1.0;
+    q.h.ptr = dh.d;
+    q.rtol = 1e-3;
+    q.atol = 1e-6;
+    q.n_groups = 1;
+    q.group_sumsq = dsum.d;
+    q.ratio_out = dratio.d;
+    CK(error_norm_cuda(q, ScalarKind::Float64, nullptr, 0));
+    CK(cudaDeviceSynchronize());
+    const std::vector<double> r = dratio.get(), ss = dsum.get();
+    expect(std::isfinite(r[0]) && std::isnan(r[1]) && std::isfinite(r[2]) && std::isnan(ss[0]),
+           "error_norm: non-finite y_new gives a NaN ratio and norm");
+  }
 
   InterpParams ip;
   ip.rows = 2;
