@@ -9,7 +9,8 @@
 namespace py = pybind11;
 
 namespace node_ext {
-void bind_solve(py::module_& m);  // solve/py_solve.cpp
+void bind_solve(py::module_& m);    // solve/py_solve.cpp
+void bind_adjoint(py::module_& m);  // solve/py_adjoint.cpp
 
 namespace {
 
@@ -52,4 +53,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, py::arg("name"), "The Butcher tableau of a method, as a dict of lists.");
   m.def("built_with_cuda", &node_ext::built_with_cuda);
   node_ext::bind_solve(m);
+  node_ext::bind_adjoint(m);
 }

@@ -5,6 +5,7 @@ The step loop, stage combinations, error norms and dense output run in C++ (and 
 adds validation, autograd glue and the nn.Module API. ``odeint`` has torchdiffeq's signature.
 """
 from ._ops import native as _native
+from .adjoint import odeint_adjoint
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .odeint import odeint
 from .tableaus import method_names as _method_names
@@ -18,5 +19,5 @@ def native_available():
     return _native is not None
 
 
-__all__ = ["odeint", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
+__all__ = ["odeint", "odeint_adjoint", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
            "NonFiniteError", "METHODS", "native_available"]

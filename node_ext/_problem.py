@@ -175,24 +175,13 @@ def _time_list(name, v):
 
 
 def _grid(problem_t, per_row, opts, func, y0, t):
-    """Fixed-grid methods: the grid per row, [] meaning the output times themselves."""
+    """Fixed-grid methods: (explicit grid per row or [], step size or 0). Without either, the grid
+    is the output times; with step_size the native loop builds torchdiffeq's grid."""
     step, ctor = opts.get("step_size"), opts.get("grid_constructor")
     if step is not None and ctor is not None:
         raise ValueError("options 'step_size' and 'grid_constructor' are mutually exclusive")
-    rows = problem_t if per_row else problem_t[None]
     if step is not None:
-        step = _positive("step_size", step)
-        grids = []
-        for row in rows.tolist():
-            t0, t1 = row[0], row[-1]
-            n = max(int(math.ceil(abs(t1 - t0) / step + 1)), 2)
-            direction = 1.0 if t1 >= t0 else -1.0
-            g = [t0 + direction * i * step for i in range(n)]
-            g[-1] = t1
-            # torchdiffeq's grid, minus points that would overshoot or repeat the end.
-            g = [x for x in g[:-1] if direction * (t1 - x) > 0] + [t1]
-            grids.append(g)
-        return grids
+        return [], _positive("step_size", step)
     if ctor is not None:
         if not callable(ctor):
             raise TypeError("options['grid_constructor'] must be callable, got %s" % _fmt(ctor))
@@ -209,8 +198,8 @@ def _grid(problem_t, per_row, opts, func, y0, t):
         d = g[1:] - g[:-1]
         if not (bool((d > 0).all()) if t1 > t0 else bool((d < 0).all())):
             raise ValueError("grid_constructor's grid must be strictly monotone in the direction of t")
-        return [g.tolist()]
-    return []
+        return [g.tolist()], 0.0
+    return [], 0.0
 
 
 def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
@@ -225,7 +214,7 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
                          % (", ".join(repr(u) for u in unknown), method, ", ".join(valid)))
     o = dict(first_step=0.0, min_step=0.0, force_min_step=False, max_step=math.inf, max_num_steps=2 ** 31 - 1, safety=0.9,
              ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, step_t=[], jump_t=[],
-             norm_groups=[], norm=None, grid=[], perturb=False, cubic=False, time_float32=False)
+             norm_groups=[], norm=None, grid=[], step_size=0.0, perturb=False, cubic=False, time_float32=False)
     get = options.get
     user_norm = None
     if tab["adaptive"]:
@@ -286,7 +275,7 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
         if interp not in ("linear", "cubic"):
             raise ValueError("options['interp'] must be 'linear' or 'cubic', got %r" % (interp,))
         o["cubic"] = interp == "cubic"
-        o["grid"] = _grid(problem_t, per_row, options, func, y0, t)
+        o["grid"], o["step_size"] = _grid(problem_t, per_row, options, func, y0, t)
     if shapes is not None and len(shapes) > 1:
         o["norm_groups"] = [int(s.numel()) for s in shapes]
     return o, user_norm

@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace node_ext {
 
 class Dynamics {
@@ -12,6 +14,20 @@ class Dynamics {
   // dy/dt at time t (a tensor of the state's dtype and device: shape () or (rows,) for per-row
   // grids) and state y (contiguous). Must return a contiguous tensor of y's shape, dtype and device.
   virtual at::Tensor operator()(const at::Tensor& t, const at::Tensor& y) = 0;
+
+  // Dynamics may also carry quadrature terms: quantities q integrated alongside the state that
+  // never feed back into it (the adjoint's parameter and time gradients). eval() then also returns
+  // dq/dt, flat, in *dq. Without quadrature terms eval() is operator().
+  virtual int64_t quadrature_size() const { return 0; }
+  virtual at::Tensor eval(const at::Tensor& t, const at::Tensor& y, at::Tensor* dq) {
+    (void)dq;
+    return (*this)(t, y);
+  }
+
+  // Vector-Jacobian products of an output of operator() (autograd; unused inputs give undefined
+  // tensors). Dynamics backed by an interpreter override this to release its lock around autograd.
+  virtual std::vector<at::Tensor> vjp(const at::Tensor& output, const std::vector<at::Tensor>& inputs,
+                                      const at::Tensor& cotangent);
 };
 
 }  // namespace node_ext

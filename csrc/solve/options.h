@@ -43,8 +43,10 @@ struct SolveOptions {
   std::vector<int64_t> norm_groups;
   // A user norm of the scaled error (err / tol, shaped like the state) replacing the above.
   std::function<double(const at::Tensor&)> user_norm;
-  // Fixed-grid methods: the grid (empty: the output times), per row for per-row grids.
+  // Fixed-grid methods: an explicit grid (per row for per-row grids), else steps of step_size from
+  // t[0] with a last, shorter step onto t[-1] (torchdiffeq's grid), else the output times.
   std::vector<std::vector<double>> grid;
+  double step_size = 0.0;
   bool perturb = false;
   bool cubic_interp = false;  // fixed grids: cubic Hermite instead of linear interpolation
   bool time_float32 = false;  // time arithmetic rounded to float32 (option dtype=torch.float32)

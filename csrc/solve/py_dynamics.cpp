@@ -83,3 +83,13 @@ at::Tensor PyDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
 }
 
 }  // namespace node_ext
+
+namespace node_ext {
+
+std::vector<at::Tensor> PyDynamics::vjp(const at::Tensor& output, const std::vector<at::Tensor>& inputs,
+                                        const at::Tensor& cotangent) {
+  py::gil_scoped_release no_gil;
+  return Dynamics::vjp(output, inputs, cotangent);
+}
+
+}  // namespace node_ext

@@ -16,6 +16,9 @@ class PyDynamics : public Dynamics {
   // tuple_shapes: the shapes of the tuple members, or empty for a tensor state.
   PyDynamics(pybind11::object func, std::vector<std::vector<int64_t>> tuple_shapes);
   at::Tensor operator()(const at::Tensor& t, const at::Tensor& y) override;
+  // The autograd engine must run without the GIL (it takes it back for Python-defined backwards).
+  std::vector<at::Tensor> vjp(const at::Tensor& output, const std::vector<at::Tensor>& inputs,
+                              const at::Tensor& cotangent) override;
 
  private:
   at::Tensor checked(pybind11::handle out, const at::Tensor& like, const char* what) const;

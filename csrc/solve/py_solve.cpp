@@ -3,6 +3,7 @@
 // by node_ext/odeint.py.
 #include <torch/extension.h>
 
+#include "solve/py_common.h"
 #include "solve/py_dynamics.h"
 #include "solve/rk_solver.h"
 #include "solve/tensor_pool.h"
@@ -10,6 +11,7 @@
 namespace py = pybind11;
 
 namespace node_ext {
+
 namespace {
 
 template <typename T>
@@ -17,6 +19,8 @@ T get(const py::dict& d, const char* key) {
   if (!d.contains(key)) throw py::key_error(std::string("node_ext._C.solve: option '") + key + "' missing");
   return d[key].cast<T>();
 }
+
+}  // namespace
 
 std::vector<double> doubles(const at::Tensor& t) {
   const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous();
@@ -50,6 +54,7 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
     o.user_norm = [norm](const at::Tensor& x) { return norm(x).cast<double>(); };
   }
   o.grid = get<std::vector<std::vector<double>>>(d, "grid");
+  o.step_size = get<double>(d, "step_size");
   o.perturb = get<bool>(d, "perturb");
   o.cubic_interp = get<bool>(d, "cubic");
   o.time_float32 = get<bool>(d, "time_float32");
@@ -64,6 +69,8 @@ py::dict stats_dict(const SolveStats& s) {
   d["n_rejected"] = s.n_rejected;
   return d;
 }
+
+namespace {
 
 py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
                 const std::string& method, const py::dict& options,
@@ -104,7 +111,7 @@ void bind_solve(py::module_& m) {
                                                                    : "NonFiniteError";
       py::object cls = py::module_::import("node_ext.errors").attr(name);
       py::object row = e.row >= 0 ? py::object(py::int_(e.row)) : py::object(py::none());
-      py::object exc = cls(e.what(), e.t, stats_dict(e.stats), row);
+      py::object exc = cls(e.what(), e.t, stats_dict(e.stats), row, e.phase);
       PyErr_SetObject(cls.ptr(), exc.ptr());
     }
   });

@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -46,22 +47,37 @@ class RkSolver {
         kern_(pb.y0, rows_, pb.per_row, o),
         ctrl_(o.controller, tab_.order, rows_),
         dense_(make_dense_output(tab_, o.cubic_interp)),
-        t_grad_(pb.t_grad.defined() && c10::GradMode::is_enabled() && pb.t_grad.requires_grad()) {
+        t_grad_(pb.t_grad.defined() && c10::GradMode::is_enabled() && pb.t_grad.requires_grad()),
+        quad_(pb.f->quadrature_size() > 0) {
     const auto opts = pb.y0.options().device(at::kCPU).requires_grad(false);
     time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
     time_pool_ = TensorPool(time_pool_like_, 8);
+    if (quad_) {
+      TORCH_CHECK(!pb.per_row, "solve_ivp: quadrature terms need a single time grid");
+      TORCH_CHECK(pb.q0.defined() && pb.q0.numel() == pb.f->quadrature_size(),
+                  "solve_ivp: q0 must hold the dynamics' ", pb.f->quadrature_size(), " quadrature terms");
+      qopts_ = o;
+      qopts_.norm_groups = pb.q_groups;
+      qopts_.rtol_elem = at::Tensor();
+      qopts_.atol_elem = at::Tensor();
+      qopts_.user_norm = nullptr;
+      q_ = pb.q0.detach().contiguous().clone();
+      qkern_ = std::make_unique<StepKernels>(q_, 1, false, qopts_);
+    }
   }
 
   SolveResult run() {
     std::vector<int64_t> shape{n_times_};
     shape.insert(shape.end(), pb_.y0.sizes().begin(), pb_.y0.sizes().end());
     solution_ = at::empty(shape, pb_.y0.options());
-    if (n_times_ == 0) return {solution_, stats_};
+    if (n_times_ == 0) return {solution_, q_result_, stats_};
     write_initial();
-    if (n_times_ == 1) return {solution_, stats_};
+    if (quad_) q_result_ = pb_.q0.detach().clone();
+    if (n_times_ == 1) return {solution_, q_result_, stats_};
     setup();
     while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
-    return {solution_, stats_};
+    if (quad_) q_result_ = q_;
+    return {solution_, q_result_, stats_};
   }
 
  private:
@@ -93,12 +109,29 @@ class RkSolver {
     k_.resize(tab_.stages);
     y_ = pb_.y0;
     if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
+    if (!tab_.adaptive && o_.grid.empty() && o_.step_size > 0) {
+      for (int64_t r = 0; r < R; ++r) step_grid_.push_back(step_size_grid(pb_.t[r].front(), pb_.t[r].back()));
+    }
     std::vector<char> all(R, 1);
-    k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_);
+    k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
     if (tab_.adaptive) {
       h_abs_.assign(R, o_.first_step);
       if (o_.first_step <= 0) initial_step();
     }
+  }
+
+  // t0, t0 + h, t0 + 2h, ... and a last (shorter) step onto t1; never a point at or past t1.
+  std::vector<double> step_size_grid(double t0, double t1) const {
+    const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
+    const int64_t n = static_cast<int64_t>(std::ceil(std::abs(t1 - t0) / h));
+    std::vector<double> g;
+    for (int64_t i = 0; i < n; ++i) {
+      const double x = t0 + dir * static_cast<double>(i) * h;
+      if (dir * (t1 - x) <= 0) break;
+      g.push_back(x);
+    }
+    g.push_back(t1);
+    return g;
   }
 
   // The Hairer-Norsett-Wanner initial step (Solving ODEs I, II.4), per row, as torchdiffeq does it
@@ -175,7 +208,7 @@ class RkSolver {
 
   // f at `times` (perturbed on the active rows), or at the differentiable time expression t_expr.
   at::Tensor eval(const std::vector<double>& times, const std::vector<char>& active, int perturb,
-                  const at::Tensor& t_expr, const at::Tensor& y) {
+                  const at::Tensor& t_expr, const at::Tensor& y, at::Tensor* dq = nullptr) {
     at::Tensor t;
     if (t_expr.defined()) {
       t = t_expr.to(pb_.y0.scalar_type());
@@ -184,6 +217,7 @@ class RkSolver {
       t = time_values(times, &active, perturb);
     }
     ++stats_.n_fev;
+    if (dq) return pb_.f->eval(t, y, dq);
     return (*pb_.f)(t, y);
   }
 
@@ -277,7 +311,8 @@ class RkSolver {
         p.on_step = p.lands && step_pos_[r] < o_.step_t.size() && boundary == o_.step_t[step_pos_[r]];
         p.on_jump = p.lands && jump_pos_[r] < o_.jump_t.size() && boundary == o_.jump_t[jump_pos_[r]];
       } else {
-        const std::vector<double>& grid = o_.grid.empty() ? pb_.t[r] : o_.grid[pb_.per_row ? r : 0];
+        const std::vector<double>& grid = !o_.grid.empty() ? o_.grid[pb_.per_row ? r : 0]
+                                          : !step_grid_.empty() ? step_grid_[r] : pb_.t[r];
         boundary = grid[grid_pos_[r] + 1];
         p.lands = true;
         p.h = boundary - t;
@@ -288,7 +323,7 @@ class RkSolver {
       // The step end is a function of t only where t defines it: the end of the span, or every
       // point of a fixed grid that is t itself. Other boundaries (grid points from step_size,
       // step_t, jump_t) are constants even when one coincides with an output time.
-      const bool grid_is_t = !tab_.adaptive && o_.grid.empty();
+      const bool grid_is_t = !tab_.adaptive && o_.grid.empty() && step_grid_.empty();
       if (p.output >= 0 && (grid_is_t || p.output == n_times_ - 1)) p.link = p.output;
       plan_[r] = p;
     }
@@ -318,8 +353,11 @@ class RkSolver {
   // Evaluates the stages 2..s; returns the input of the last stage when the method is FSAL (that
   // is y_new), an undefined tensor otherwise.
   at::Tensor stages(StepSize& h, const std::vector<char>& active) {
-    if (!k_first_.defined()) k_first_ = eval(t_cur_, active, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_);
+    if (!k_first_.defined()) {
+      k_first_ = eval(t_cur_, active, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
+    }
     k_[0] = k_first_;
+    if (quad_) accumulate_quadrature(0, qk_first_, true);
     at::Tensor y_new;
     const int s = tab_.stages;
     std::vector<double> ti(rows_);
@@ -333,7 +371,14 @@ class RkSolver {
       for (int64_t r = 0; r < rows_; ++r) ti[r] = at_end ? plan_[r].end : rt(t_cur_[r] + c * plan_[r].h);
       const int perturb = at_end && (tab_.adaptive || o_.perturb) ? -1 : 0;
       at::Tensor t_expr = t_grad_ ? t_cur_T_ + c * h.tensor : at::Tensor();
-      k_[i] = eval(ti, active, perturb, t_expr, yi);
+      if (quad_) {
+        at::Tensor dq;
+        k_[i] = eval(ti, active, perturb, t_expr, yi, &dq);
+        accumulate_quadrature(i, dq, false);
+        if (last_fsal) qk_last_ = std::move(dq);
+      } else {
+        k_[i] = eval(ti, active, perturb, t_expr, yi);
+      }
     }
     return y_new;
   }
@@ -354,8 +399,23 @@ class RkSolver {
       zeros_.assign(rows_, 0.0);
       return zeros_;
     }
-    if (tab_.fsal) return kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h);
-    return kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
+    const std::vector<double>& e = tab_.fsal ? kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h)
+                                             : kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
+    if (!quad_ || pb_.q_groups.empty()) return e;
+    // Quadrature terms under error control: the larger of the two norms (torchdiffeq's mixed norm).
+    q_new_ = qkern_->combine(q_, qb_, kOne, 1, h);
+    const double one[1] = {1.0};
+    const double q_err = qkern_->error_ratio(q_, &q_new_, false, qe_, nullptr, one, 1, h)[0];
+    merged_ = e;
+    merged_[0] = (std::isnan(q_err) || std::isnan(e[0])) ? std::numeric_limits<double>::quiet_NaN()
+                                                         : std::max(e[0], q_err);
+    return merged_;
+  }
+
+  // qb += b_i dq, qe += b_err_i dq (fused in-place combinations); init starts the sums at stage 0.
+  void accumulate_quadrature(int i, const at::Tensor& dq, bool init) {
+    qkern_->accumulate(qb_, dq, tab_.b[i], init);
+    if (tab_.adaptive && !pb_.q_groups.empty()) qkern_->accumulate(qe_, dq, tab_.b_err[i], init);
   }
 
   bool decide(int64_t r, double err) {
@@ -395,7 +455,15 @@ class RkSolver {
     // f(t1, y1): the next step's first stage, and a term of some continuous extensions.
     at::Tensor f1;
     const bool reuse = !(o_.perturb && !tab_.adaptive);
-    if (!tab_.fsal && ((continues && reuse) || dense_.uses_f1)) f1 = eval(t_next, accept, 0, t_next_T, y_next);
+    at::Tensor qk_f1;
+    if (!tab_.fsal && ((continues && reuse) || dense_.uses_f1)) {
+      f1 = eval(t_next, accept, 0, t_next_T, y_next, quad_ ? &qk_f1 : nullptr);
+    }
+    if (quad_ && accept[0]) {
+      q_ = q_new_.defined() ? std::move(q_new_) : qkern_->combine(q_, qb_, kOne, 1, h);
+      q_new_ = at::Tensor();
+      qk_first_ = tab_.fsal ? std::move(qk_last_) : std::move(qk_f1);
+    }
 
     write_outputs(h, accept, f1);
 
@@ -423,7 +491,9 @@ class RkSolver {
     if (t_grad_) t_cur_T_ = t_next_T;
     if (any_jump && k_first_.defined()) {
       // f may be discontinuous at a jump: re-evaluate it just after.
-      at::Tensor f_after = eval(t_cur_, jumped, 1, t_cur_T_, y_);
+      at::Tensor qk_after;
+      at::Tensor f_after = eval(t_cur_, jumped, 1, t_cur_T_, y_, quad_ ? &qk_after : nullptr);
+      if (quad_) qk_first_ = std::move(qk_after);
       k_first_ = kern_.select_rows(jumped, f_after, k_first_);
     }
     (void)active;
@@ -512,6 +582,14 @@ class RkSolver {
   StepController ctrl_;
   const DenseOutput dense_;
   const bool t_grad_;
+  const bool quad_;
+  static constexpr double kOne[1] = {1.0};
+  // Quadrature terms: value, first-stage derivative, running b- and b_err-weighted stage sums.
+  SolveOptions qopts_;
+  std::unique_ptr<StepKernels> qkern_;
+  at::Tensor q_, q_new_, q_result_, qk_first_, qk_last_;
+  std::vector<at::Tensor> qb_{at::Tensor()}, qe_{at::Tensor()};
+  std::vector<double> merged_;
 
   at::Tensor solution_, y_, k_first_, t_cur_T_;
   at::Tensor time_pool_like_;
@@ -525,6 +603,7 @@ class RkSolver {
   std::vector<char> done_;
   std::vector<RowPlan> plan_;
   std::vector<size_t> grid_pos_, step_pos_, jump_pos_;
+  std::vector<std::vector<double>> step_grid_;  // grids built from step_size
   double dir_ = 1.0;
   bool last_nonfinite_ = false;
   SolveStats stats_;

@@ -21,10 +21,15 @@ struct SolveProblem {
   std::vector<std::vector<double>> t;  // output times per row (a single row unless per_row), monotone
   at::Tensor t_grad;                   // the output times as a float64 tensor when they require grad
   bool per_row = false;
+  // Quadrature terms (when f->quadrature_size() > 0): their initial value, flat, and the sizes of
+  // the groups their error norm is taken over; no groups: they do not enter the error control.
+  at::Tensor q0;
+  std::vector<int64_t> q_groups;
 };
 
 struct SolveResult {
   at::Tensor solution;  // (T, *y0.shape)
+  at::Tensor q;         // the quadrature terms at the last time, when there are any
   SolveStats stats;
 };
 

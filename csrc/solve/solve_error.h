@@ -19,12 +19,14 @@ enum class FailureKind { StepSizeUnderflow, MaxStepsExceeded, NonFinite };
 // Thrown by the loop; bindings turn it into node_ext.SolverError's subclasses.
 class SolverFailure : public std::runtime_error {
  public:
-  SolverFailure(FailureKind kind, const std::string& message, double t, int64_t row, const SolveStats& stats)
-      : std::runtime_error(message), kind(kind), t(t), row(row), stats(stats) {}
+  SolverFailure(FailureKind kind, const std::string& message, double t, int64_t row, const SolveStats& stats,
+                std::string phase = "forward")
+      : std::runtime_error(message), kind(kind), t(t), row(row), stats(stats), phase(std::move(phase)) {}
   FailureKind kind;
   double t;      // time reached
   int64_t row;   // sample that failed (per-row grids), or -1
   SolveStats stats;
+  std::string phase;  // "forward", or "backward" for the adjoint solve
 };
 
 }  // namespace node_ext

@@ -196,6 +196,27 @@ at::Tensor StepKernels::interp(const at::Tensor& y0, const std::vector<at::Tenso
   return ops::call_rk_interp(y0, k, step_tensor(h), theta, poly, degree);
 }
 
+void StepKernels::accumulate(std::vector<at::Tensor>& acc, const at::Tensor& x, double w, bool init) {
+  if (init || !acc[0].defined()) acc[0] = pool_.acquire();
+  CombineParams p;
+  p.rows = 1;
+  p.cols = x.numel();
+  p.y = init ? nullptr : acc[0].data_ptr();
+  p.out = acc[0].data_ptr();
+  p.n_terms = 1;
+  p.k[0] = x.data_ptr();
+  p.w[0] = w;
+  const double one = 1.0;
+  at::Tensor one_d;
+  if (device_.is_cpu()) {
+    p.h = {&one, false};
+  } else {
+    one_d = at::ones({}, x.options().dtype(at::kDouble));
+    p.h = {one_d.data_ptr<double>(), false};
+  }
+  run_combine(p, kind_, device_);
+}
+
 at::Tensor StepKernels::select_rows(const std::vector<char>& mask, const at::Tensor& a, const at::Tensor& b) {
   const bool all = std::all_of(mask.begin(), mask.end(), [](char m) { return m != 0; });
   if (all) return a;

@@ -51,6 +51,10 @@ class StepKernels {
   at::Tensor interp(const at::Tensor& y0, const std::vector<at::Tensor>& k, StepSize& h,
                     const std::vector<double>& poly, int degree, const at::Tensor& theta);
 
+  // acc[0] (+)= w * x in one fused pass (a fresh buffer when init): the running weighted stage sums
+  // of quadrature terms. acc is a one-element vector so that it can be passed as a term list.
+  void accumulate(std::vector<at::Tensor>& acc, const at::Tensor& x, double w, bool init);
+
   // Rows of a where mask[r], else rows of b.
   at::Tensor select_rows(const std::vector<char>& mask, const at::Tensor& a, const at::Tensor& b);
 

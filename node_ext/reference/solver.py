@@ -31,6 +31,13 @@ def solve_reference(problem):
     return torch.cat(outs, dim=1), counts
 
 
+def _step_size_grid(t0, t1, h):
+    """torchdiffeq's fixed grid: t0, t0 + h, ... and a last, shorter step onto t1."""
+    direction = 1.0 if t1 >= t0 else -1.0
+    grid = [t0 + direction * i * h for i in range(int(math.ceil(abs(t1 - t0) / h)))]
+    return [x for x in grid if direction * (t1 - x) > 0] + [t1]
+
+
 class _Solver:
     def __init__(self, problem, y0, times, t_grad, counts, row):
         self.p = problem
@@ -106,7 +113,12 @@ class _Solver:
         next_out = 1
         step_t = sorted(self.o["step_t"], key=lambda v: self.dir * v)
         jump_t = sorted(self.o["jump_t"], key=lambda v: self.dir * v)
-        grid = self.o["grid"][self.row or 0] if self.o["grid"] else times
+        if self.o["grid"]:
+            grid = self.o["grid"][self.row or 0]
+        elif self.o["step_size"] > 0:
+            grid = _step_size_grid(times[0], times[-1], self.o["step_size"])
+        else:
+            grid = times
         gpos = 0
         if tab["adaptive"]:
             h_abs = self.o["first_step"] if self.o["first_step"] > 0 else self.initial_step(y, k0)
@@ -136,7 +148,7 @@ class _Solver:
                 output = next_out
             # Only the end of the span (or a grid that is t itself) ties a step end to t.
             link = output if output is not None and (output == len(times) - 1 or (
-                not tab["adaptive"] and not self.o["grid"])) else None
+                not tab["adaptive"] and not self.o["grid"] and not self.o["step_size"])) else None
             h_T = None
             if self.t_T is not None:
                 h_T = (self.t_grad[link] - self.t_T) if link is not None else torch.tensor(h, dtype=torch.float64)

@@ -1,0 +1,204 @@
+#include "solve/adjoint.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+
+#include "solve/rk_solver.h"
+
+namespace node_ext {
+
+std::vector<at::Tensor> Dynamics::vjp(const at::Tensor& output, const std::vector<at::Tensor>& inputs,
+                                      const at::Tensor& cotangent) {
+  return torch::autograd::grad({output}, inputs, {cotangent}, /*retain_graph=*/false, /*create_graph=*/false,
+                               /*allow_unused=*/true);
+}
+
+namespace {
+
+// The augmented dynamics: state z = [y, a] (flat), quadrature q = [a_t, a_theta] (flat).
+class AdjointDynamics : public Dynamics {
+ public:
+  AdjointDynamics(const AdjointProblem& pb, int64_t n_time_terms)
+      : pb_(pb), shape_(pb.solution.sizes().slice(1).vec()), n_(pb.solution[0].numel()), n_t_(n_time_terms) {
+    for (const at::Tensor& p : pb.params) n_params_ += p.numel();
+  }
+
+  int64_t quadrature_size() const override { return n_t_ + n_params_; }
+
+  // Per-sample grids: the loop's time is s in [0, 1]; sample r is at t0_r + s * delta_r.
+  void set_interval(const at::Tensor& t0, const at::Tensor& delta) {
+    t0_ = t0;
+    delta_ = delta;
+  }
+
+  at::Tensor operator()(const at::Tensor& t, const at::Tensor& z) override { return eval(t, z, nullptr); }
+
+  at::Tensor eval(const at::Tensor& t_loop, const at::Tensor& z, at::Tensor* dq) override {
+    const at::Tensor y = z.narrow(0, 0, n_).view(shape_).detach().requires_grad_(true);
+    at::Tensor a = z.narrow(0, n_, n_).view(shape_);
+    at::Tensor t = pb_.per_row ? (t0_ + t_loop * delta_) : t_loop;
+    if (pb_.per_row) a = a * row_scale(delta_, a);  // d/ds = delta * d/dt, folded into the cotangent
+    const bool want_t = pb_.t_requires_grad && dq != nullptr;
+    if (want_t) t = t.detach().requires_grad_(true);
+    at::Tensor out;
+    {
+      at::AutoGradMode grad_mode(true);
+      out = (*pb_.f)(t, y);
+    }
+    std::vector<at::Tensor> inputs{y};
+    if (want_t) inputs.push_back(t);
+    if (dq) inputs.insert(inputs.end(), pb_.params.begin(), pb_.params.end());
+    std::vector<at::Tensor> grads(inputs.size());
+    if (out.requires_grad()) grads = pb_.f->vjp(out, inputs, -a);
+    at::Tensor f = out.detach();
+    if (pb_.per_row) f = f * row_scale(delta_, f);
+    const at::Tensor vjp_y = grads[0].defined() ? grads[0] : at::zeros_like(y);
+    if (dq) {
+      std::vector<at::Tensor> parts;
+      size_t g = 1;
+      if (n_t_ > 0) {
+        const at::Tensor vt = want_t && grads[g].defined() ? grads[g].reshape({-1}) : at::zeros({n_t_}, z.options());
+        parts.push_back(vt.to(z.scalar_type()));
+        ++g;
+      }
+      for (const at::Tensor& p : pb_.params) {
+        const at::Tensor& gp = grads[g++];
+        parts.push_back(gp.defined() ? gp.reshape({-1}).to(z.scalar_type()) : at::zeros({p.numel()}, z.options()));
+      }
+      *dq = parts.empty() ? at::zeros({0}, z.options()) : at::cat(parts).contiguous();
+    }
+    return at::cat({f.reshape({-1}), vjp_y.reshape({-1})});
+  }
+
+ private:
+  // delta (rows,) shaped to broadcast over a state-shaped tensor.
+  static at::Tensor row_scale(const at::Tensor& delta, const at::Tensor& like) {
+    std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
+    shape[0] = delta.size(0);
+    return delta.view(shape);
+  }
+
+  const AdjointProblem& pb_;
+  std::vector<int64_t> shape_;
+  int64_t n_;
+  int64_t n_t_;
+  int64_t n_params_ = 0;
+  at::Tensor t0_, delta_;
+};
+
+void add_stats(SolveStats& into, const SolveStats& s) {
+  into.n_fev += s.n_fev;
+  into.n_steps += s.n_steps;
+  into.n_accepted += s.n_accepted;
+  into.n_rejected += s.n_rejected;
+}
+
+}  // namespace
+
+AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& options) {
+  TORCH_CHECK(pb.f != nullptr && pb.solution.dim() >= 1 && pb.solution.sizes() == pb.grad.sizes(),
+              "solve_adjoint: the solution and its gradient must have the same shape, got ", pb.solution.sizes(),
+              " and ", pb.grad.sizes());
+  const int64_t T = pb.solution.size(0);
+  const int64_t rows = pb.per_row ? pb.solution.size(1) : 1;
+  const auto opts = pb.solution.options();
+  const int64_t n = T > 0 ? pb.solution[0].numel() : 0;
+  const int64_t n_t = pb.t_requires_grad ? rows : 0;
+  AdjointDynamics dyn(pb, n_t);
+  AdjointResult res;
+  at::NoGradGuard no_grad;
+
+  at::Tensor a = pb.grad[T - 1].reshape({-1}).clone();
+  at::Tensor a_t = at::zeros({n_t}, opts);
+  int64_t n_params = 0;
+  for (const at::Tensor& p : pb.params) n_params += p.numel();
+  at::Tensor a_p = at::zeros({n_params}, opts);
+  at::Tensor time_vjps = pb.t_requires_grad ? at::zeros(pb.per_row ? std::vector<int64_t>{rows, T} : std::vector<int64_t>{T},
+                                                      opts.dtype(at::kDouble))
+                                            : at::Tensor();
+
+  SolveOptions o = options;
+  std::vector<int64_t> groups = pb.state_groups.empty() ? std::vector<int64_t>{n} : pb.state_groups;
+  o.norm_groups = groups;  // y's groups, then a's
+  o.norm_groups.insert(o.norm_groups.end(), groups.begin(), groups.end());
+  std::vector<int64_t> q_groups;
+  if (!pb.seminorm) {
+    if (n_t > 0) q_groups.push_back(n_t);
+    for (const at::Tensor& p : pb.params) q_groups.push_back(p.numel());
+  }
+  auto time_of = [&](int64_t i) {  // t_i as a tensor of the state's dtype: () or (rows,)
+    std::vector<double> v;
+    for (int64_t r = 0; r < rows; ++r) v.push_back(pb.t[r][i]);
+    at::Tensor tt = at::tensor(v, at::kDouble).to(opts.device(), opts.dtype().toScalarType());
+    return pb.per_row ? tt : tt.reshape({});
+  };
+
+  double last_step = 0.0;
+  for (int64_t i = T - 1; i >= 1; --i) {
+    const at::Tensor y_i = pb.solution[i];
+    if (pb.t_requires_grad) {
+      // dL/dt_i through the output y(t_i): g_i . f(t_i, y_i).
+      const at::Tensor fi = (*pb.f)(time_of(i), y_i).detach();
+      ++res.stats.n_fev;
+      at::Tensor d = (fi * pb.grad[i]).reshape({rows, -1}).sum(1);
+      a_t = a_t - d.to(a_t.scalar_type());
+      if (pb.per_row) {
+        time_vjps.select(1, i).copy_(d);
+      } else {
+        time_vjps.select(0, i).copy_(d.reshape({}));
+      }
+    }
+    SolveProblem sp;
+    sp.f = &dyn;
+    sp.y0 = at::cat({y_i.reshape({-1}), a});
+    sp.q0 = at::cat({a_t, a_p});
+    sp.q_groups = q_groups;
+    if (pb.per_row) {
+      const at::Tensor t_hi = time_of(i), t_lo = time_of(i - 1);
+      dyn.set_interval(t_hi, t_lo - t_hi);
+      sp.t = {{0.0, 1.0}};
+    } else {
+      sp.t = {{pb.t[0][i], pb.t[0][i - 1]}};
+    }
+    SolveOptions oi = o;
+    if (last_step > 0 && o.first_step <= 0) oi.first_step = std::min(last_step, std::abs(sp.t[0][1] - sp.t[0][0]));
+    SolveResult r;
+    try {
+      r = solve_ivp(sp, oi);
+    } catch (const SolverFailure& e) {
+      SolveStats s = res.stats;
+      add_stats(s, e.stats);
+      double t_fail = e.t;
+      if (pb.per_row) t_fail = pb.t[0][i] + e.t * (pb.t[0][i - 1] - pb.t[0][i]);
+      throw SolverFailure(e.kind, std::string("backward (adjoint) solve between t = ") + std::to_string(pb.t[0][i]) +
+                                      " and " + std::to_string(pb.t[0][i - 1]) + ": " + e.what(),
+                          t_fail, e.row, s, "backward");
+    }
+    add_stats(res.stats, r.stats);
+    if (r.stats.n_accepted > 0) last_step = std::abs(sp.t[0][1] - sp.t[0][0]) / r.stats.n_accepted;
+    const at::Tensor z_end = r.solution[1];
+    a = z_end.narrow(0, n, n) + pb.grad[i - 1].reshape({-1});
+    a_t = r.q.narrow(0, 0, n_t);
+    a_p = r.q.narrow(0, n_t, n_params);
+  }
+  if (pb.t_requires_grad) {
+    const at::Tensor a0 = a_t.to(at::kDouble);
+    if (pb.per_row) {
+      time_vjps.select(1, 0).copy_(a0);
+    } else if (T > 0) {
+      time_vjps.select(0, 0).copy_(a0.reshape({}));
+    }
+    res.grad_t = time_vjps;
+  }
+  res.grad_y0 = a.view(pb.solution.sizes().slice(1));
+  int64_t offset = 0;
+  for (const at::Tensor& p : pb.params) {
+    res.grad_params.push_back(a_p.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type()));
+    offset += p.numel();
+  }
+  return res;
+}
+
+}  // namespace node_ext

@@ -1,0 +1,148 @@
+"""odeint_adjoint: gradients by the adjoint method (Chen, Rubanova, Bettencourt & Duvenaud 2018,
+appendices B and C; Pontryagin's adjoint), with the backward solve run by the native loop.
+
+The forward pass solves without recording a graph and keeps only the outputs. The backward pass
+(node_ext._C.adjoint, see csrc/solve/adjoint.h) integrates the augmented system [y, a_y, a_t,
+a_theta] backwards interval by interval, in memory independent of the number of steps.
+"""
+import torch
+
+from . import _ops
+from ._problem import build_problem
+from .odeint import solve_problem
+from .stats import record
+
+
+class _OdeintAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem, adjoint, stats, y0, t, *params):
+        with torch.no_grad():
+            solution, counts = solve_problem(problem)
+        record(counts, stats)
+        ctx.problem, ctx.adjoint, ctx.stats = problem, adjoint, stats
+        ctx.save_for_backward(solution, t, *params)
+        return solution
+
+    @staticmethod
+    def backward(ctx, grad):
+        solution, t, *params = ctx.saved_tensors
+        problem, adj = ctx.problem, ctx.adjoint
+        t_grad = ctx.needs_input_grad[4]
+        shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
+        grad_y0, grad_t, grad_params, counts = _ops.native.adjoint(
+            problem.func, list(params), solution, grad.contiguous(), problem.t, t_grad, adj["method"],
+            adj["options"], shapes, problem.per_row, adj["seminorm"])
+        record(counts, ctx.stats, backward=True)
+        if grad_t is not None:
+            grad_t = grad_t.to(device=t.device, dtype=t.dtype)
+        return (None, None, None, grad_y0, grad_t, *grad_params)
+
+
+def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, adjoint_rtol=None,
+                   adjoint_atol=None, adjoint_method=None, adjoint_options=None, adjoint_params=None, stats=None):
+    """``node_ext.odeint`` whose gradients come from the adjoint method.
+
+    torchdiffeq's ``odeint_adjoint`` signature and meaning. Gradients flow to ``y0``, to every time
+    of ``t`` (when ``t`` requires grad) and to ``adjoint_params`` (default: ``func.parameters()``
+    that require grad; ``func`` must then be an ``nn.Module``). A parameter that does not reach the
+    dynamics gets a zero gradient. Memory does not grow with the number of steps.
+
+    Args:
+        adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve (default: the forward's).
+        adjoint_options: options of the backward solve (default: the forward's, without ``norm``).
+            ``{"norm": "seminorm"}`` leaves the parameter and time adjoints out of the error control
+            (Kidger, Chen & Lyons 2021), which usually saves backward evaluations; by default every
+            component is controlled, as torchdiffeq does.
+        stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
+
+    Tuple states and per-sample time grids are supported. With per-sample grids the backward pass
+    maps every sample's interval onto a common parameter, so that all samples share steps.
+    """
+    params = _adjoint_params(func, adjoint_params)
+    problem = build_problem(func, y0, t, rtol, atol, method, options)
+    problem.t_grad = None  # the forward pass records no graph
+    if _ops.native is None:
+        raise RuntimeError("node_ext.odeint_adjoint needs the native extension node_ext._C, which could not be "
+                           "loaded (%s); use node_ext.odeint, which falls back to the reference solvers"
+                           % _ops.IMPORT_ERROR)
+    adjoint = _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
+                              adjoint_options, t)
+    solution = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
+    return problem.unflatten(solution)
+
+
+def _adjoint_params(func, adjoint_params):
+    if adjoint_params is None:
+        if not isinstance(func, torch.nn.Module):
+            raise ValueError("func must be an nn.Module for odeint_adjoint to find its parameters; otherwise pass "
+                             "them as adjoint_params (adjoint_params=() if there are none)")
+        return tuple(p for p in func.parameters() if p.requires_grad)
+    if torch.is_tensor(adjoint_params):
+        raise ValueError("adjoint_params must be a sequence of tensors, not a single tensor")
+    try:
+        params = tuple(adjoint_params)
+    except TypeError:
+        raise ValueError("adjoint_params must be a sequence of tensors requiring grad, got %s"
+                         % type(adjoint_params).__name__) from None
+    for i, p in enumerate(params):
+        if not torch.is_tensor(p):
+            raise ValueError("adjoint_params[%d] must be a Tensor requiring grad, got %s" % (i, type(p).__name__))
+        if not p.requires_grad:
+            raise ValueError("adjoint_params[%d] (shape %s) does not require grad" % (i, tuple(p.shape)))
+    return params
+
+
+def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
+                    adjoint_options, t):
+    """Validated options of the backward solve, as node_ext._C.adjoint takes them."""
+    method = problem.method
+    if adjoint_method is None:
+        adjoint_method = method
+    if adjoint_method != method and options is not None and adjoint_options is None:
+        raise ValueError("adjoint_method (%r) differs from method (%r): options cannot be reused for the backward "
+                         "solve, so pass adjoint_options as well" % (adjoint_method, method))
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    elif not isinstance(adjoint_options, dict):
+        raise TypeError("adjoint_options must be a dict or None, got %s" % type(adjoint_options).__name__)
+    else:
+        adjoint_options = dict(adjoint_options)
+    norm = adjoint_options.pop("norm", None)
+    if norm not in (None, "seminorm"):
+        raise ValueError("adjoint_options['norm'] must be 'seminorm' or left out (every component under error "
+                         "control), got %r" % (norm,))
+    if problem.per_row and any(k in adjoint_options for k in ("step_t", "jump_t", "grid_constructor")):
+        raise ValueError("adjoint_options step_t, jump_t and grid_constructor are not supported with per-sample "
+                         "time grids (the backward pass runs on a normalised time)")
+    if "grid_constructor" in adjoint_options:
+        raise ValueError("adjoint_options['grid_constructor'] is not supported: use step_size for the backward "
+                         "solve")
+    # Validate the backward options exactly as forward ones (unknown names, values, method name).
+    tol_r = rtol if adjoint_rtol is None else adjoint_rtol
+    tol_a = atol if adjoint_atol is None else adjoint_atol
+    try:
+        backward = build_problem(problem.func, problem.y0 if problem.shapes is None else _tuple_like(problem),
+                                 t.detach(), tol_r, tol_a, adjoint_method, adjoint_options)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)("backward solve (adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options): %s"
+                        % exc) from None
+    opts = backward.options
+    # The backward state is [y, a_y]: per-element tolerances apply to both halves.
+    for key in ("rtol_elem", "atol_elem"):
+        if opts[key] is not None:
+            opts[key] = torch.cat([opts[key].reshape(-1), opts[key].reshape(-1)])
+    opts["norm_groups"] = []
+    opts["norm"] = None
+    if problem.per_row and opts["step_size"] > 0:
+        # s runs over [0, 1] for every sample: a step of step_size for the longest interval.
+        span = (problem.t[:, 1:] - problem.t[:, :-1]).abs().max().item()
+        opts["step_size"] = opts["step_size"] / span
+    return dict(method=adjoint_method, options=opts, seminorm=norm == "seminorm")
+
+
+def _tuple_like(problem):
+    sizes = [s.numel() for s in problem.shapes]
+    return tuple(p.reshape(s) for p, s in zip(problem.y0.detach().split(sizes), problem.shapes))
+
+
+__all__ = ["odeint_adjoint"]
