@@ -4,6 +4,7 @@ Configuration (environment variables):
   FORCE_CUDA=1   build the CUDA kernels even if torch reports no CUDA device / toolkit check fails
   USE_CUDA=0     never build the CUDA kernels
   DEBUG=1        -O0 -g instead of -O3
+  NODE_EXT_PORTABLE=1  no -march=native (a binary for any CPU of the architecture, slower kernels)
   MAX_JOBS=N     parallel compile jobs (ninja)
 
 Install with `pip install --no-build-isolation .`: with build isolation pip would build against a
@@ -50,6 +51,11 @@ def _extension():
     debug = os.environ.get("DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     cxx = opt + ["-std=c++17", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    # Built for the machine it runs on (vectorised kernels need the CPU's instruction set);
+    # NODE_EXT_PORTABLE=1 builds for the baseline of the architecture instead.
+    portable = os.environ.get("NODE_EXT_PORTABLE") == "1"
+    if not portable:
+        cxx.append("-march=native")
     macros = []
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")])
     if with_cuda:
@@ -60,8 +66,9 @@ def _extension():
     else:
         ext = CppExtension("node_ext._C", _sources(False), define_macros=macros,
                            extra_compile_args={"cxx": cxx}, **kwargs)
-    print("node_ext build: %s (%s), %s" % ("CUDA + CPU" if with_cuda else "CPU only", why,
-                                           "debug -O0 -g" if debug else "-O3"))
+    print("node_ext build: %s (%s), %s, %s" % ("CUDA + CPU" if with_cuda else "CPU only", why,
+                                               "debug -O0 -g" if debug else "-O3",
+                                               "portable" if portable else "-march=native"))
     return ext
 
 

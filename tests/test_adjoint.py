@@ -230,6 +230,6 @@ def test_backward_failure_says_backward():
     y0 = torch.tensor([0.6, -0.3], dtype=torch.float64, requires_grad=True)
     y = node_ext.odeint_adjoint(f, y0, torch.tensor([0.0, 5.0], dtype=torch.float64),
                                 adjoint_options=dict(max_num_steps=2))
-    with pytest.raises(node_ext.MaxStepsError, match="backward \\(adjoint\\) solve between t = 5") as info:
+    with pytest.raises(node_ext.MaxStepsError, match="backward \\(adjoint\\) solve from t = 5") as info:
         y.sum().backward()
     assert info.value.phase == "backward" and 0.0 < info.value.t < 5.0

@@ -27,10 +27,12 @@ class AdjointDynamics : public Dynamics {
 
   int64_t quadrature_size() const override { return n_t_ + n_params_; }
 
-  // Per-sample grids: the loop's time is s in [0, 1]; sample r is at t0_r + s * delta_r.
-  void set_interval(const at::Tensor& t0, const at::Tensor& delta) {
+  // Per-sample grids: the loop's time s runs over [0, T-1]; on [k, k+1] sample r is at
+  // t0_r + (s - k) * delta_r, delta_r the length of its current interval.
+  void set_interval(const at::Tensor& t0, const at::Tensor& delta, double s_offset) {
     t0_ = t0;
     delta_ = delta;
+    s_offset_ = s_offset;
   }
 
   at::Tensor operator()(const at::Tensor& t, const at::Tensor& z) override { return eval(t, z, nullptr); }
@@ -38,7 +40,7 @@ class AdjointDynamics : public Dynamics {
   at::Tensor eval(const at::Tensor& t_loop, const at::Tensor& z, at::Tensor* dq) override {
     const at::Tensor y = z.narrow(0, 0, n_).view(shape_).detach().requires_grad_(true);
     at::Tensor a = z.narrow(0, n_, n_).view(shape_);
-    at::Tensor t = pb_.per_row ? (t0_ + t_loop * delta_) : t_loop;
+    at::Tensor t = pb_.per_row ? (t0_ + (t_loop - s_offset_) * delta_) : t_loop;
     if (pb_.per_row) a = a * row_scale(delta_, a);  // d/ds = delta * d/dt, folded into the cotangent
     const bool want_t = pb_.t_requires_grad && dq != nullptr;
     if (want_t) t = t.detach().requires_grad_(true);
@@ -86,14 +88,9 @@ class AdjointDynamics : public Dynamics {
   int64_t n_t_;
   int64_t n_params_ = 0;
   at::Tensor t0_, delta_;
+  double s_offset_ = 0.0;
 };
 
-void add_stats(SolveStats& into, const SolveStats& s) {
-  into.n_fev += s.n_fev;
-  into.n_steps += s.n_steps;
-  into.n_accepted += s.n_accepted;
-  into.n_rejected += s.n_rejected;
-}
 
 }  // namespace
 
@@ -108,6 +105,7 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   const int64_t n_t = pb.t_requires_grad ? rows : 0;
   AdjointDynamics dyn(pb, n_t);
   AdjointResult res;
+  TORCH_CHECK(T >= 1, "solve_adjoint: the solution has no time points");
   at::NoGradGuard no_grad;
 
   at::Tensor a = pb.grad[T - 1].reshape({-1}).clone();
@@ -135,54 +133,78 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
     return pb.per_row ? tt : tt.reshape({});
   };
 
-  double last_step = 0.0;
-  for (int64_t i = T - 1; i >= 1; --i) {
-    const at::Tensor y_i = pb.solution[i];
-    if (pb.t_requires_grad) {
-      // dL/dt_i through the output y(t_i): g_i . f(t_i, y_i).
-      const at::Tensor fi = (*pb.f)(time_of(i), y_i).detach();
-      ++res.stats.n_fev;
-      at::Tensor d = (fi * pb.grad[i]).reshape({rows, -1}).sum(1);
-      a_t = a_t - d.to(a_t.scalar_type());
-      if (pb.per_row) {
-        time_vjps.select(1, i).copy_(d);
-      } else {
-        time_vjps.select(0, i).copy_(d.reshape({}));
-      }
+  // One backward solve over all output times, each a step boundary where the state jumps: the
+  // y part is reset to the forward solution and the direct gradient dL/dy(t_i) is added to a (and
+  // g_i . f(t_i, y_i) taken from a_t). Step sizes carry over from one interval to the next.
+  int64_t direct_fev = 0;  // evaluations of f for the direct time gradients
+  auto direct_time_gradient = [&](int64_t i) {  // g_i . f(t_i, y_i), per row
+    const at::Tensor fi = (*pb.f)(time_of(i), pb.solution[i]).detach();
+    ++direct_fev;
+    return (fi * pb.grad[i]).reshape({rows, -1}).sum(1);
+  };
+  auto record_time_gradient = [&](int64_t i, const at::Tensor& d) {
+    if (pb.per_row) {
+      time_vjps.select(1, i).copy_(d);
+    } else {
+      time_vjps.select(0, i).copy_(d.reshape({}));
     }
+  };
+  if (pb.t_requires_grad && T > 1) {
+    const at::Tensor d = direct_time_gradient(T - 1);
+    a_t = a_t - d.to(a_t.scalar_type());
+    record_time_gradient(T - 1, d);
+  }
+  if (T > 1) {
     SolveProblem sp;
     sp.f = &dyn;
-    sp.y0 = at::cat({y_i.reshape({-1}), a});
+    sp.y0 = at::cat({pb.solution[T - 1].reshape({-1}), a});
     sp.q0 = at::cat({a_t, a_p});
     sp.q_groups = q_groups;
-    if (pb.per_row) {
-      const at::Tensor t_hi = time_of(i), t_lo = time_of(i - 1);
-      dyn.set_interval(t_hi, t_lo - t_hi);
-      sp.t = {{0.0, 1.0}};
-    } else {
-      sp.t = {{pb.t[0][i], pb.t[0][i - 1]}};
-    }
-    SolveOptions oi = o;
-    if (last_step > 0 && o.first_step <= 0) oi.first_step = std::min(last_step, std::abs(sp.t[0][1] - sp.t[0][0]));
-    SolveResult r;
+    std::vector<double> grid;
+    for (int64_t j = 0; j < T; ++j) grid.push_back(pb.per_row ? static_cast<double>(j) : pb.t[0][T - 1 - j]);
+    sp.t = {grid};
+    auto interval = [&](int64_t i, int64_t j) {  // per-sample grids: sample times on [j, j+1] run t_i -> t_{i-1}
+      const at::Tensor hi = time_of(i);
+      dyn.set_interval(hi, time_of(i - 1) - hi, static_cast<double>(j));
+    };
+    if (pb.per_row) interval(T - 1, 0);
+    sp.at_output = [&](int64_t j, at::Tensor& z, at::Tensor& q) {
+      const int64_t i = T - 1 - j;
+      at::Tensor a_new = z.narrow(0, n, n) + pb.grad[i].reshape({-1});
+      at::Tensor q_new = q;
+      if (pb.t_requires_grad && i > 0) {
+        const at::Tensor d = direct_time_gradient(i);
+        q_new = q.clone();
+        q_new.narrow(0, 0, n_t).sub_(d.to(q.scalar_type()));
+        record_time_gradient(i, d);
+      }
+      if (i == 0) {
+        a = a_new;
+        a_t = q_new.narrow(0, 0, n_t);
+        a_p = q_new.narrow(0, n_t, n_params);
+        return false;  // the end of the solve
+      }
+      z = at::cat({pb.solution[i].reshape({-1}), a_new});
+      q = q_new;
+      if (pb.per_row) interval(i, j);
+      return true;
+    };
     try {
-      r = solve_ivp(sp, oi);
+      res.stats = solve_ivp(sp, o).stats;
     } catch (const SolverFailure& e) {
-      SolveStats s = res.stats;
-      add_stats(s, e.stats);
       double t_fail = e.t;
-      if (pb.per_row) t_fail = pb.t[0][i] + e.t * (pb.t[0][i - 1] - pb.t[0][i]);
-      throw SolverFailure(e.kind, std::string("backward (adjoint) solve between t = ") + std::to_string(pb.t[0][i]) +
-                                      " and " + std::to_string(pb.t[0][i - 1]) + ": " + e.what(),
+      if (pb.per_row && T > 1) {  // s back to the first sample's time
+        const int64_t k = std::min<int64_t>(static_cast<int64_t>(e.t), T - 2), i = T - 1 - k;
+        t_fail = pb.t[0][i] + (e.t - k) * (pb.t[0][i - 1] - pb.t[0][i]);
+      }
+      SolveStats s = e.stats;
+      s.n_fev += direct_fev;
+      throw SolverFailure(e.kind, std::string("backward (adjoint) solve from t = ") + std::to_string(pb.t[0][T - 1]) +
+                                      " to " + std::to_string(pb.t[0][0]) + ": " + e.what(),
                           t_fail, e.row, s, "backward");
     }
-    add_stats(res.stats, r.stats);
-    if (r.stats.n_accepted > 0) last_step = std::abs(sp.t[0][1] - sp.t[0][0]) / r.stats.n_accepted;
-    const at::Tensor z_end = r.solution[1];
-    a = z_end.narrow(0, n, n) + pb.grad[i - 1].reshape({-1});
-    a_t = r.q.narrow(0, 0, n_t);
-    a_p = r.q.narrow(0, n_t, n_params);
   }
+  res.stats.n_fev += direct_fev;
   if (pb.t_requires_grad) {
     const at::Tensor a0 = a_t.to(at::kDouble);
     if (pb.per_row) {

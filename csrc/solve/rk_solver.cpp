@@ -52,6 +52,7 @@ class RkSolver {
     const auto opts = pb.y0.options().device(at::kCPU).requires_grad(false);
     time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
     time_pool_ = TensorPool(time_pool_like_, 8);
+    TORCH_CHECK(!pb.at_output || !pb.per_row, "solve_ivp: at_output needs a single time grid");
     if (quad_) {
       TORCH_CHECK(!pb.per_row, "solve_ivp: quadrature terms need a single time grid");
       TORCH_CHECK(pb.q0.defined() && pb.q0.numel() == pb.f->quadrature_size(),
@@ -110,7 +111,18 @@ class RkSolver {
     y_ = pb_.y0;
     if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
     if (!tab_.adaptive && o_.grid.empty() && o_.step_size > 0) {
-      for (int64_t r = 0; r < R; ++r) step_grid_.push_back(step_size_grid(pb_.t[r].front(), pb_.t[r].back()));
+      for (int64_t r = 0; r < R; ++r) {
+        if (!pb_.at_output) {
+          step_grid_.push_back(step_size_grid(pb_.t[r].front(), pb_.t[r].back()));
+          continue;
+        }
+        std::vector<double> g{pb_.t[r].front()};  // every output time is a grid point
+        for (size_t i = 1; i < pb_.t[r].size(); ++i) {
+          const std::vector<double> piece = step_size_grid(pb_.t[r][i - 1], pb_.t[r][i]);
+          g.insert(g.end(), piece.begin() + 1, piece.end());
+        }
+        step_grid_.push_back(std::move(g));
+      }
     }
     std::vector<char> all(R, 1);
     k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
@@ -282,6 +294,7 @@ class RkSolver {
       double boundary;
       if (tab_.adaptive) {
         boundary = t_end_[r];
+        if (pb_.at_output && next_out_[r] < n_times_) boundary = pb_.t[r][next_out_[r]];
         while (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - t) <= 0) ++step_pos_[r];
         while (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - t) <= 0) ++jump_pos_[r];
         if (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - boundary) < 0) {
@@ -489,6 +502,13 @@ class RkSolver {
       if (t_cur_[r] == t_end_[r]) done_[r] = 1;
     }
     if (t_grad_) t_cur_T_ = t_next_T;
+    if (pb_.at_output && accept[0] && plan_[0].output >= 0) {
+      at::Tensor& q = quad_ ? q_ : q_result_;
+      if (pb_.at_output(plan_[0].output, y_, q)) {  // the state jumped: f must be evaluated again
+        k_first_ = at::Tensor();
+        qk_first_ = at::Tensor();
+      }
+    }
     if (any_jump && k_first_.defined()) {
       // f may be discontinuous at a jump: re-evaluate it just after.
       at::Tensor qk_after;

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 #include "solve/dynamics.h"
@@ -25,6 +26,10 @@ struct SolveProblem {
   // the groups their error norm is taken over; no groups: they do not enter the error control.
   at::Tensor q0;
   std::vector<int64_t> q_groups;
+  // Called when a step lands on output time i (> 0; every output time is then a step boundary),
+  // with the state and the quadrature terms, which it may modify (returning true if it did: the
+  // first stage is then re-evaluated). Single time grid only. The adjoint's jumps use it.
+  std::function<bool(int64_t i, at::Tensor& y, at::Tensor& q)> at_output;
 };
 
 struct SolveResult {

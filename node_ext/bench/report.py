@@ -31,8 +31,14 @@ def environment(threads, device):
 
 
 def _fmt_time(row):
-    t = row.get(row.get("speed_key", "time"))
+    t = row.get("time")
+    if not t:
+        return ""
     return "%.3f ms (%.3f-%.3f)" % (t["median"] * 1e3, t["min"] * 1e3, t["max"] * 1e3)
+
+
+def label(row):
+    return row["library"] + (" (%s)" % row["mode"] if row.get("mode") else "")
 
 
 def _extra(row):
@@ -41,8 +47,6 @@ def _extra(row):
         parts.append("overhead %.2f" % row["overhead_ratio"])
     if "us_per_step_beyond_dynamics" in row:
         parts.append("%.2f us/step beyond f" % row["us_per_step_beyond_dynamics"])
-    if "nfe_backward" in row:
-        parts.append("backward NFE %d" % row["nfe_backward"])
     if "peak_bytes" in row:
         parts.append("peak %.1f MB" % (row["peak_bytes"] / 2 ** 20))
     if "note" in row:
@@ -51,21 +55,24 @@ def _extra(row):
 
 
 def table_lines(rows):
-    header = ["workload", "library", "time: median (min-max)", "node_ext speedup", "NFE", "error", "measure"]
+    header = ["workload", "library (mode)", "time: median (min-max)", "node_ext speedup", "NFE (+ backward)", "error",
+              "measure"]
     speed = {}
     for r in rows:
         if r["library"] == "node_ext" and "speedup" in r:
-            speed[r["workload"]] = r["speedup"]
+            speed[(r["workload"], r.get("mode"))] = r["speedup"]
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append([r["workload"], r["library"], "skipped: " + r["skipped"], "", "", "", ""])
+            body.append([r["workload"], label(r), "skipped: " + r["skipped"], "", "", "", ""])
             continue
-        sp = "" if r["library"] == "node_ext" else (
-            "%.2fx" % speed[r["workload"]][r["library"]] if r["library"] in speed.get(r["workload"], {}) else "")
+        ratios = speed.get((r["workload"], r.get("mode")), {})
+        sp = "%.2fx" % ratios[r["library"]] if r["library"] != "node_ext" and r["library"] in ratios else ""
         err = "%.2e" % r["error"] if r.get("error") is not None else ""
         nfe = str(r.get("nfe", ""))
-        body.append([r["workload"], r["library"], _fmt_time(r), sp, nfe, err, _extra(r)])
+        if "nfe_backward" in r:
+            nfe += " + %d" % r["nfe_backward"]
+        body.append([r["workload"], label(r), _fmt_time(r), sp, nfe, err, _extra(r)])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     fmt = " | ".join("%%-%ds" % w for w in widths)
     lines = [fmt % tuple(header), "-+-".join("-" * w for w in widths)]
@@ -98,7 +105,8 @@ def plot(rows, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    bars = [(r["workload"], lib, s) for r in rows if r["library"] == "node_ext" for lib, s in r.get("speedup", {}).items()]
+    bars = [(("%s %s" % (r["workload"], r.get("mode") or "")).strip(), lib, s) for r in rows
+            if r["library"] == "node_ext" for lib, s in r.get("speedup", {}).items()]
     workloads = sorted({w for w, _, _ in bars})
     libs = sorted({lib for _, lib, _ in bars})
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(workloads) + 2), 3.5))

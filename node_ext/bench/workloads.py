@@ -151,31 +151,5 @@ def w4(quick, device, dtype=torch.float32, progress=None):
     return forward_solve("W4", cfg, quick, device, progress=progress)
 
 
-WORKLOADS = {"W1": w1, "W4": w4}
-# Timed runs per workload and library (quick, full): for the progress bar.
-RUNS = {"W1": (5, 21), "W4": (5, 21)}
-
-
-def describe():
-    return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in WORKLOADS.items()}
-
-
-def speedups(rows):
-    """Adds, to node_ext's row of each workload, its speedup over every other library."""
-    by_workload = {}
-    for r in rows:
-        by_workload.setdefault(r["workload"], {})[r["library"]] = r
-    for libs in by_workload.values():
-        ours = libs.get("node_ext")
-        if not ours or "skipped" in ours:
-            continue
-        key = ours.get("speed_key", "time")
-        ours["speedup"] = {}
-        for lib, r in libs.items():
-            if lib != "node_ext" and "skipped" not in r:
-                ours["speedup"][lib] = r[key]["median"] / ours[key]["median"]
-    return rows
-
-
 def finite(x):
     return x is not None and not (isinstance(x, float) and math.isnan(x))

@@ -1,4 +1,6 @@
 // CPU kernels for the stage combination and the dense output (see ../params.h).
+#include "kernels/cpu/vec_capability.h"  // must come first
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>

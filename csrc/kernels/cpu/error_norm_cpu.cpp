@@ -3,6 +3,8 @@
 // Reduction order is fixed: the flat state is cut into chunks of kChunk elements; chunk c writes
 // its partial sum for group g into slot c + g (unique, because both chunk and group indices grow
 // along the state), and each group then adds its slots in increasing chunk order.
+#include "kernels/cpu/vec_capability.h"  // must come first
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>

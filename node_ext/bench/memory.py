@@ -1,0 +1,71 @@
+"""W5: peak memory of the backward pass, adjoint against backpropagation, as the number of steps
+grows. Each configuration runs in a fresh process; the peak is the growth of the process's maximum
+resident set (resource.getrusage) over a solve + backward, after a warm-up run."""
+import json
+import subprocess
+import sys
+import textwrap
+
+from .libraries import available
+
+_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time, torch
+    lib, mode, method, steps, device = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    torch.set_num_threads(1)
+    from node_ext.bench.libraries import odeint_fn
+    from node_ext.bench.workloads import Autonomous, mlp
+    torch.manual_seed(0)
+    func = Autonomous(mlp([2, 50, 50, 2], torch.nn.Tanh, torch.float32, device))
+    y0 = torch.randn(256, 2, device=device, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], device=device)
+    solve = odeint_fn(lib, adjoint=mode == "adjoint")
+    kw = dict(adjoint_params=tuple(func.parameters())) if mode == "adjoint" else {}
+    def run(n):
+        solve(func, y0, t, method=method, options=dict(step_size=1.0 / n), **kw).pow(2).sum().backward()
+    run(10)
+    if device == "cuda":
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    run(steps)
+    elapsed = time.perf_counter() - start
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    print(json.dumps(dict(peak_bytes=peak, seconds=elapsed)))
+""")
+
+
+def _measure(lib, mode, method, steps, device):
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, lib, mode, method, str(steps), device], capture_output=True,
+                         text=True, timeout=1800)
+    if out.returncode != 0:
+        return dict(error=out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def w5(quick, device, progress=None):
+    """W5: memory. W1's dynamics, batch 256, 100 ... 10000 steps, euler / rk4: peak memory of backward, adjoint vs backprop."""
+    steps = (100, 1000) if quick else (100, 1000, 10000)
+    configs = [("node_ext", "adjoint", "euler"), ("node_ext", "backprop", "euler")]
+    if not quick:
+        configs += [("node_ext", "adjoint", "rk4"), ("node_ext", "backprop", "rk4"),
+                    ("torchdiffeq", "adjoint", "euler"), ("torchdiffeq", "backprop", "euler")]
+    rows = []
+    for lib, mode, method in configs:
+        ok, why = available(lib)
+        if not ok:
+            rows.append(dict(workload="W5", library=lib, mode=mode, skipped=why))
+            continue
+        peaks = {}
+        for n in steps:
+            if mode == "backprop" and method == "rk4" and n > 3000:
+                continue  # ~0.6 MB per step: 10 000 steps would need gigabytes by design
+            res = _measure(lib, mode, method, n, device)
+            peaks[n] = res
+            if progress is not None:
+                progress.update(1)
+        mb = {n: (r.get("peak_bytes", float("nan")) / 2 ** 20) for n, r in peaks.items()}
+        rows.append(dict(workload="W5", library=lib, mode="%s, %s" % (mode, method), peak_mb=mb,
+                         note="peak MB by steps: " + ", ".join("%d: %.1f" % (n, v) for n, v in mb.items())))
+    return rows

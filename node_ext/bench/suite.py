@@ -1,0 +1,29 @@
+"""The registry of benchmark workloads (BENCHMARKS.md)."""
+from .bandwidth import b1
+from .memory import w5
+from .training import w0, w2, w3
+from .workloads import w1, w4
+
+WORKLOADS = {"W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "B1": b1}
+DEFAULT = ("W0", "W1", "W2", "W3", "W4", "W5")  # B1 is added on CUDA devices
+# Progress-bar units (timed runs, or measurements) per workload in (quick, full) mode.
+RUNS = {"W0": (18, 66), "W1": (25, 105), "W2": (20, 70), "W3": (8, 20), "W4": (20, 84), "W5": (4, 16), "B1": (1, 1)}
+
+
+def describe():
+    return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in WORKLOADS.items()}
+
+
+def speedups(rows):
+    """Adds to each node_ext row its speedup over every other library's row of the same workload and
+    gradient mode (time ratio of medians)."""
+    for ours in rows:
+        if ours.get("library") != "node_ext" or "skipped" in ours or "time" not in ours:
+            continue
+        ours["speedup"] = {}
+        for r in rows:
+            if (r is ours or r.get("workload") != ours["workload"] or r.get("mode") != ours.get("mode")
+                    or "skipped" in r or "time" not in r or r.get("library") == "node_ext"):
+                continue
+            ours["speedup"][r["library"]] = r["time"]["median"] / ours["time"]["median"]
+    return rows
