@@ -6,6 +6,7 @@ adds validation, autograd glue and the nn.Module API. ``odeint`` has torchdiffeq
 """
 from ._ops import native as _native
 from .adjoint import odeint_adjoint
+from .nn import ConvODEF, MLPODEF, NeuralODE, ODEBlock, ODEF
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .odeint import odeint
 from .tableaus import method_names as _method_names
@@ -19,5 +20,5 @@ def native_available():
     return _native is not None
 
 
-__all__ = ["odeint", "odeint_adjoint", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
+__all__ = ["odeint", "odeint_adjoint", "ODEF", "NeuralODE", "ODEBlock", "MLPODEF", "ConvODEF", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
            "NonFiniteError", "METHODS", "native_available"]

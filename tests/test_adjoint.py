@@ -169,7 +169,7 @@ def test_fixed_grid_adjoint():
 
 
 _MEMORY_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, torch, node_ext
+    import json, sys, torch, node_ext
     torch.set_num_threads(1)
     steps, mode = int(sys.argv[1]), sys.argv[2]
     torch.manual_seed(0)
@@ -180,10 +180,10 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     solve = node_ext.odeint_adjoint if mode == "adjoint" else node_ext.odeint
     kw = dict(adjoint_params=tuple(f.parameters())) if mode == "adjoint" else {}
     solve(func, y0, t, method="rk4", options=dict(step_size=1.0 / 20), **kw).sum().backward()  # warm up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    solve(func, y0, t, method="rk4", options=dict(step_size=1.0 / steps), **kw).sum().backward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(dict(kib=after - before)))
+    from node_ext.bench.peak_memory import peak_bytes
+    peak = peak_bytes(lambda: solve(func, y0, t, method="rk4", options=dict(step_size=1.0 / steps),
+                                    **kw).sum().backward())
+    print(json.dumps(dict(kib=peak / 1024)))
 """)
 
 

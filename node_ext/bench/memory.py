@@ -1,6 +1,6 @@
 """W5: peak memory of the backward pass, adjoint against backpropagation, as the number of steps
-grows. Each configuration runs in a fresh process; the peak is the growth of the process's maximum
-resident set (resource.getrusage) over a solve + backward, after a warm-up run."""
+grows. Each configuration runs in a fresh process; the peak is the growth of its resident set over
+a solve + backward after a warm-up run (see peak_memory.py), or the CUDA allocator's peak."""
 import json
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import textwrap
 from .libraries import available
 
 _SCRIPT = textwrap.dedent("""
-    import json, resource, sys, time, torch
+    import json, sys, time, torch
     lib, mode, method, steps, device = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     torch.set_num_threads(1)
     from node_ext.bench.libraries import odeint_fn
@@ -22,14 +22,13 @@ _SCRIPT = textwrap.dedent("""
     kw = dict(adjoint_params=tuple(func.parameters())) if mode == "adjoint" else {}
     def run(n):
         solve(func, y0, t, method=method, options=dict(step_size=1.0 / n), **kw).pow(2).sum().backward()
+    from node_ext.bench.peak_memory import peak_bytes
     run(10)
     if device == "cuda":
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    run(steps)
+    peak = peak_bytes(lambda: run(steps))
     elapsed = time.perf_counter() - start
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     print(json.dumps(dict(peak_bytes=peak, seconds=elapsed)))

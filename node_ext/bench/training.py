@@ -27,16 +27,17 @@ def _solver(lib, mode, kw):
 
 
 def training_step_rows(workload, make_model, y0, t, loss_fn, kw, quick, device, repeats, progress=None,
-                       modes=MODES, forward_rows=False):
+                       modes=MODES, ref_tol=(1e-10, 1e-12)):
     """Times `loss_fn(solve(model, y0, t)).backward()` + an Adam step per library and mode, each on
     its own copy of the same initial model (reset before every step, so every run does the same
-    work). Reports NFE forward and backward, the loss and the gradient's error against float64
-    backpropagation at tight tolerance."""
+    work). Reports NFE forward and backward, the loss and the gradient's error against a float64
+    adjoint solve at tight tolerance (ref_tol)."""
     base = make_model().to(device)
     init = copy.deepcopy(base.state_dict())
     ref_model = copy.deepcopy(base).double()
-    with torch.enable_grad():
-        ref_loss = loss_fn(node_ext.odeint(ref_model, y0.double(), t.double(), rtol=1e-10, atol=1e-12))
+    with torch.enable_grad():  # the adjoint keeps the reference's memory flat at tight tolerances
+        ref_loss = loss_fn(node_ext.odeint_adjoint(ref_model, y0.double(), t.double(), rtol=ref_tol[0],
+                                                   atol=ref_tol[1]))
         ref_grads = torch.autograd.grad(ref_loss, list(ref_model.parameters()))
     ref_flat = torch.cat([g.reshape(-1) for g in ref_grads])
     rows, fns, info = [], {}, {}
@@ -122,11 +123,12 @@ class WideMLP(torch.nn.Module):
 def w2(quick, device, progress=None):
     """W2: wide batch. 64-256-256-64 tanh, batch 1024, 10 points on [0, 1], dopri5 1e-5/1e-7; forward and forward + adjoint backward."""
     torch.manual_seed(0)
-    y0 = torch.randn(1024, 64, device=device)
+    batch = 256 if quick else 1024  # quick mode: a smoke test on a quarter of the batch
+    y0 = torch.randn(batch, 64, device=device)
     t = torch.linspace(0.0, 1.0, 10, device=device)
     kw = dict(rtol=1e-5, atol=1e-7, method="dopri5")
     rows = training_step_rows("W2", WideMLP, y0, t, lambda pred: pred.pow(2).mean(), kw, quick, device,
-                              repeats=(2, 7), progress=progress,
+                              repeats=(2, 7), progress=progress, ref_tol=(1e-8, 1e-10),
                               modes=(("node_ext", "adjoint"), ("torchdiffeq", "adjoint"), ("node_ext", "backprop"),
                                      ("torchdiffeq", "backprop"), ("torchode", "backprop")))
     # The forward solve alone (no gradient), same problem.
@@ -135,8 +137,10 @@ def w2(quick, device, progress=None):
     model = WideMLP().to(device)
     forward = forward_solve("W2", dict(func=Autonomous(model.net), y0=y0, t=t, method="dopri5", kw=dict(rtol=1e-5, atol=1e-7),
                                        repeats=(2, 7)), quick, device, progress=progress)
-    for r in forward:
-        r["mode"] = "forward"
+    for r in forward + rows:
+        r.setdefault("mode", "forward")
+        if quick:
+            r["mode"] += ", batch 256"
     return forward + rows
 
 
@@ -160,9 +164,14 @@ class ConvODEF(torch.nn.Module):
 def w3(quick, device, progress=None):
     """W3: ODE-Net block training step. Conv dynamics, 64 channels, 6x6 maps, time channel, batch 128, [0, 1], dopri5 1e-3/1e-3."""
     torch.manual_seed(0)
-    x = torch.randn(128, 64, 6, 6, device=device)
+    batch = 16 if quick else 128  # quick mode: a smoke test on a small batch
+    x = torch.randn(batch, 64, 6, 6, device=device)
     t = torch.tensor([0.0, 1.0], device=device)
     kw = dict(rtol=1e-3, atol=1e-3, method="dopri5")
     modes = (("node_ext", "adjoint"), ("torchdiffeq", "adjoint"), ("node_ext", "backprop"), ("torchdiffeq", "backprop"))
-    return training_step_rows("W3", ConvODEF, x, t, lambda pred: pred[-1].pow(2).mean(), kw, quick, device,
-                              repeats=(2, 5), progress=progress, modes=modes)
+    rows = training_step_rows("W3", ConvODEF, x, t, lambda pred: pred[-1].pow(2).mean(), kw, quick, device,
+                              repeats=(2, 5), progress=progress, modes=modes, ref_tol=(1e-5, 1e-7))
+    if quick:
+        for r in rows:
+            r["mode"] = r.get("mode", "") + ", batch 16"
+    return rows

@@ -1,0 +1,68 @@
+"""Dynamics modules for neural ODEs: an MLP and the ODE-Net's convolutional dynamics, both with
+time as an input (a feature for the MLP, a channel for the convolutions), as in Chen et al. 2018."""
+import torch
+from torch import nn
+
+from .odef import ODEF
+
+
+def add_time(x, t):
+    """x with the time appended: an extra feature for (batch, features), an extra channel for
+    (batch, channels, ...); t is a scalar, (batch,) or (batch, 1)."""
+    tt = t.reshape(-1, *[1] * (x.dim() - 1)).to(x.dtype)
+    return torch.cat([x, tt.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
+class MLPODEF(ODEF):
+    """dz/dt = MLP([z, t]) (or MLP(z) with time_dependent=False).
+
+    Args:
+        dim: the state's width.
+        hidden: widths of the hidden layers.
+        activation: an nn.Module class, placed after every hidden layer.
+    """
+
+    def __init__(self, dim, hidden=(64, 64), activation=nn.Tanh, time_dependent=True):
+        super().__init__()
+        if dim < 1 or any(h < 1 for h in hidden):
+            raise ValueError("dim and hidden widths must be positive, got dim=%r, hidden=%r" % (dim, hidden))
+        self.time_dependent = time_dependent
+        widths = [dim + (1 if time_dependent else 0), *hidden, dim]
+        layers = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(activation())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z, t):
+        return self.net(add_time(z, t) if self.time_dependent else z)
+
+
+def _norm(kind, channels):
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(32, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError("norm must be 'batch', 'group' or 'none', got %r" % (kind,))
+
+
+class ConvODEF(ODEF):
+    """The ODE-Net's dynamics: conv3x3 over [x, t] -> norm -> activation -> conv3x3 over [h, t] ->
+    norm, keeping the number of channels (the seeds' MNIST classifier; Chen et al. 2018 use
+    GroupNorm). norm: 'batch' (as the seeds), 'group' or 'none'; activation: an nn.Module class
+    (ReLU by default; a smooth one such as Softplus makes the dynamics easier to integrate)."""
+
+    def __init__(self, channels, norm="batch", activation=nn.ReLU):
+        super().__init__()
+        self.act = activation()
+        self.conv1 = nn.Conv2d(channels + 1, channels, 3, padding=1, bias=False)
+        self.norm1 = _norm(norm, channels)
+        self.conv2 = nn.Conv2d(channels + 1, channels, 3, padding=1, bias=False)
+        self.norm2 = _norm(norm, channels)
+
+    def forward(self, x, t):
+        h = self.act(self.norm1(self.conv1(add_time(x, t))))
+        return self.norm2(self.conv2(add_time(h, t)))

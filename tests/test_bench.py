@@ -1,0 +1,65 @@
+"""The benchmark command: results.json schema, the table, skipping a missing baseline, the plot."""
+import json
+import os
+
+import pytest
+
+from node_ext import cli
+from node_ext.bench import libraries, suite
+
+
+@pytest.fixture(scope="module")
+def quick_w1(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert cli.main(["bench", "--quick", "--workloads", "W1", "--out", str(out)]) == 0
+    return out
+
+
+def test_results_json_schema(quick_w1):
+    with open(os.path.join(quick_w1, "results.json")) as f:
+        data = json.load(f)
+    env = data["environment"]
+    for key in ("machine", "torch", "threads", "git_revision", "device", "cpu_count", "node_ext_native"):
+        assert key in env
+    assert env["threads"] == 1 and env["device"] == "cpu" and env["node_ext_native"] is True
+    rows = {r["library"]: r for r in data["results"] if r["workload"] == "W1"}
+    ours = rows["node_ext"]
+    for key in ("time", "nfe", "error", "overhead_ratio", "speedup"):
+        assert key in ours
+    assert set(ours["time"]) == {"median", "min", "max", "runs"}
+    assert ours["time"]["min"] <= ours["time"]["median"] <= ours["time"]["max"]
+    assert ours["nfe"] > 0 and ours["error"] < 1e-3
+    for lib in ("reference", "torchdiffeq"):
+        assert ours["speedup"][lib] == pytest.approx(rows[lib]["time"]["median"] / ours["time"]["median"])
+
+
+def test_table_and_markdown(quick_w1, capsys):
+    with open(os.path.join(quick_w1, "results.md")) as f:
+        md = f.read()
+    assert "| W1 | node_ext |" in md and "| W1 | torchdiffeq |" in md and "overhead" in md
+
+
+def test_plot_is_a_png(quick_w1):
+    with open(os.path.join(quick_w1, "speedups.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_baseline_is_skipped(tmp_path, monkeypatch):
+    real = libraries.available
+
+    def without_torchode(name):
+        return (False, "torchode is not installed (test)") if name == "torchode" else real(name)
+
+    monkeypatch.setattr("node_ext.bench.workloads.available", without_torchode)
+    rows = suite.WORKLOADS["W1"](True, "cpu")
+    skipped = [r for r in rows if r["library"] == "torchode"]
+    assert skipped and skipped[0]["skipped"] == "torchode is not installed (test)"
+    assert any(r["library"] == "node_ext" and "time" in r for r in rows)
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", "--workloads", "W9"])
+    assert info.value.code == 2 and "unknown workload(s) W9" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--threads", "0"])
