@@ -1,5 +1,6 @@
-"""The node-ext command line: `node-ext bench ...` (also `python -m node_ext bench ...`)."""
+"""The node-ext command line: `node-ext bench ...` and `node-ext train ...` (also `python -m node_ext ...`)."""
 import argparse
+import json
 import sys
 
 import torch
@@ -56,10 +57,65 @@ def _bench(args, parser):
     return 0
 
 
+def _train_parser(sub):
+    from .examples import EXAMPLES
+    p = sub.add_parser("train", help="run one of the example experiments",
+                       description="Trains one of the experiments of the neural ODE literature on node_ext's modules "
+                                   "and writes its plots (PNG), metrics.json and checkpoint.pt to --out.")
+    p.add_argument("example", choices=EXAMPLES, help="which experiment")
+    p.add_argument("--quick", action="store_true", help="a small configuration that runs in seconds")
+    p.add_argument("--out", default=None, help="output directory (default: train-out/<example>)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same numbers")
+    p.add_argument("--iters", "--epochs", dest="units", type=int, default=None, metavar="N",
+                   help="iterations (or epochs, for the classifiers) per model (default: the example's)")
+    p.add_argument("--method", default=None, help="ODE solver (default: the example's, usually dopri5)")
+    p.add_argument("--tol", type=float, default=None, help="rtol = atol of the solver (default: the example's)")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with MNIST IDX files (odenet, nfe); default: scikit-learn's 8x8 digits")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(run=_train)
+
+
+def _train(args, parser):
+    import os
+
+    from . import examples
+    from .examples.runner import Config, execute
+    from . import METHODS
+    if args.units is not None and args.units < 1:
+        parser.error("--iters/--epochs must be a positive integer, got %d" % args.units)
+    if args.tol is not None and not (args.tol > 0):
+        parser.error("--tol must be positive, got %r" % args.tol)
+    if args.method is not None and args.method not in METHODS:
+        parser.error("--method: unknown method %r; available: %s" % (args.method, ", ".join(METHODS)))
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        parser.error("--data-dir: %r is not a directory" % args.data_dir)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1, got %d" % args.threads)
+        torch.set_num_threads(args.threads)
+    cfg = Config(example=args.example, quick=args.quick, out=args.out or os.path.join("train-out", args.example),
+                 seed=args.seed, units=args.units, method=args.method, tol=args.tol, resume=args.resume,
+                 data_dir=args.data_dir, device=args.device)
+    try:
+        metrics = execute(examples.load(args.example), cfg)
+    except ValueError as e:
+        print("node-ext train %s: error: %s" % (args.example, e), file=sys.stderr)
+        return 2
+    print(json.dumps(metrics["results"], indent=1, default=float))
+    print("wrote %s: metrics.json, checkpoint.pt, %s" % (cfg.out, ", ".join(metrics["plots"])))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="node-ext", description="node_ext: neural ODEs with a native solver core")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _bench_parser(sub)
+    _train_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -2,14 +2,13 @@
 tight tolerances), for y0, every t and the parameters; seminorm; memory flat in the number of steps;
 tuple states and per-sample grids; bad input and backward failures."""
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
 import node_ext
+from node_ext.bench.peak_memory import run_python
 
 
 class Linear(torch.nn.Module):
@@ -188,8 +187,8 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 
 
 def _peak_kib(steps, mode):
-    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(steps), mode], capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = run_python(_MEMORY_SCRIPT, steps, mode, timeout=300)
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])["kib"]
 
 

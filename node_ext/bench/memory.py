@@ -2,11 +2,10 @@
 grows. Each configuration runs in a fresh process; the peak is the growth of its resident set over
 a solve + backward after a warm-up run (see peak_memory.py), or the CUDA allocator's peak."""
 import json
-import subprocess
-import sys
 import textwrap
 
 from .libraries import available
+from .peak_memory import run_python
 
 _SCRIPT = textwrap.dedent("""
     import json, sys, time, torch
@@ -36,8 +35,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _measure(lib, mode, method, steps, device):
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, lib, mode, method, str(steps), device], capture_output=True,
-                         text=True, timeout=1800)
+    out = run_python(_SCRIPT, lib, mode, method, steps, device)
     if out.returncode != 0:
         return dict(error=out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -5,6 +5,11 @@ high-water mark. /proc/self/status's VmHWM belongs to the process's own address 
 to /proc/self/clear_refs resets it to the current RSS, so the peak of the work alone is
 VmHWM afterwards minus VmRSS before."""
 import os
+import subprocess
+import sys
+import tempfile
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _status_kib(field):
@@ -27,3 +32,16 @@ def peak_bytes(work):
         f.write("5")
     work()
     return max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def run_python(script, *args, timeout=1800):
+    """Runs `python -c script args...` in a fresh process that imports this same node_ext.
+
+    The child starts in an empty directory with this package's parent first on its path: started
+    from a source checkout, `-c` would otherwise put the checkout (without its built extension)
+    ahead of the installed package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd, env=env)

@@ -11,9 +11,9 @@
 // The grid is capped at 8 blocks of 256 threads per SM (one full wave); threads loop beyond.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/kernels_cuda.h"
 
 namespace node_ext {
@@ -21,18 +21,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-int sm_count() {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 108;
-  int v = cache[dev].load(std::memory_order_relaxed);
-  if (v <= 0) {
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 108;
-    cache[dev].store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
 
 // Row of flat element i; 32-bit division when both operands fit (the common case).
 __device__ __forceinline__ int64_t row_of(int64_t i, int64_t cols) {

@@ -22,9 +22,9 @@
 // (y_new - y_new) so that a non-finite y_new gives NaN; zero weights b_j / e_j are skipped.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/kernels_cuda.h"
 
 namespace node_ext {
@@ -39,18 +39,6 @@ constexpr int64_t kMaxChunks = 2048;
 constexpr int kShort = 16;                        // segments up to this length: one thread
 constexpr int kMaxLong = kTile / (kShort + 1) + 1;  // longer segments that fit in one tile
 constexpr unsigned kFull = 0xffffffffu;
-
-int sm_count() {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 108;
-  int v = cache[dev].load(std::memory_order_relaxed);
-  if (v <= 0) {
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 108;
-    cache[dev].store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
 
 struct Layout {
   int64_t chunk_len = 0;  // elements per chunk (a multiple of kTile)

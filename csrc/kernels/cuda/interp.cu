@@ -14,9 +14,9 @@
 // As in the CPU kernel, the terms are accumulated onto y0 in order and zero weights are skipped.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/kernels_cuda.h"
 
 namespace node_ext {
@@ -28,18 +28,6 @@ constexpr int kItems = 8;
 constexpr int64_t kSlice = 32 * kItems;  // columns per warp unit
 constexpr int64_t kSmallCols = 8;        // at most this many columns: one thread per pair
 constexpr unsigned kFull = 0xffffffffu;
-
-int sm_count() {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 108;
-  int v = cache[dev].load(std::memory_order_relaxed);
-  if (v <= 0) {
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 108;
-    cache[dev].store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
 
 // Copies the polynomial table into shared memory (all threads of the block must call it).
 __device__ __forceinline__ void load_poly(const InterpParams& p, double* s_poly) {
