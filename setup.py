@@ -87,8 +87,9 @@ setup(
     install_requires=["numpy"],
     extras_require={
         # Peers are pinned to the versions the benchmarks and compatibility tests are written for.
-        "test": ["pytest", "scipy", "torchdiffeq==0.2.5", "torchode==1.0.1"],
+        "test": ["pytest", "scipy", "torchdiffeq==0.2.5", "torchode==1.0.1", "matplotlib", "tqdm", "scikit-learn"],
         "bench": ["matplotlib", "tqdm", "torchdiffeq==0.2.5", "torchode==1.0.1"],
+        "examples": ["matplotlib", "tqdm", "scikit-learn"],
     },
     entry_points={"console_scripts": ["node-ext=node_ext.cli:main"]},
 )

@@ -193,10 +193,10 @@ def _peak_kib(steps, mode):
 
 
 def test_adjoint_memory_is_flat_in_the_number_of_steps():
-    adjoint = [_peak_kib(n, "adjoint") for n in (100, 1000)]
+    adjoint = [_peak_kib(n, "adjoint") for n in (100, 1000, 10000)]
     direct = [_peak_kib(n, "direct") for n in (100, 1000)]
     per_step_state = 128 * 64 * 4 / 1024  # KiB
-    assert adjoint[1] - adjoint[0] < 20 * per_step_state       # flat: no more than a few states
+    assert max(adjoint) - adjoint[0] < 20 * per_step_state      # flat: no more than a few states
     assert direct[1] - direct[0] > 900 * 4 * per_step_state    # grows with every stage of every step
 
 

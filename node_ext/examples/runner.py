@@ -61,6 +61,25 @@ class Task:
         return [h["loss"] for h in self.history if "loss" in h]
 
 
+class SavedGenerator:
+    """A torch.Generator that a checkpoint saves like a module (state_dict / load_state_dict): a
+    stream of the task's own, e.g. one that two tasks seed alike so that they see the same batches."""
+
+    def __init__(self, seed):
+        self.gen = torch.Generator().manual_seed(int(seed))
+
+    @classmethod
+    def forked(cls, parent):
+        """A generator seeded by a draw from parent."""
+        return cls(int(torch.randint(2 ** 62, (1,), generator=parent)))
+
+    def state_dict(self):
+        return {"state": self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.gen.set_state(state["state"])
+
+
 class Run:
     """The output directory, the training random stream and the checkpoint of one run."""
 
@@ -69,7 +88,8 @@ class Run:
         self.out = cfg.out
         os.makedirs(self.out, exist_ok=True)
         self.device = torch.device(cfg.device)
-        self.gen = torch.Generator()   # its state is the running task's (see execute)
+        # Seeded for draws made while building the tasks; while a task trains, its own state.
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.plots = []
 
     def path(self, name):
