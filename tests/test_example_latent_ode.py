@@ -96,6 +96,19 @@ def test_forecast_starts_from_the_teacher_forced_prediction():
     torch.testing.assert_close(forecast[:, 0], one_step[:, 3])
 
 
+def test_training_window_and_batch():
+    t_max = spiral_data.T_MAX
+    assert latent_ode._horizon(0, 400) == pytest.approx(latent_ode.HORIZON_START * t_max)
+    assert latent_ode._horizon(200, 400) == pytest.approx((1 + latent_ode.HORIZON_START) / 2 * t_max)
+    assert latent_ode._horizon(400, 400) == latent_ode._horizon(5000, 400) == latent_ode._horizon(0, 0) == t_max
+    s = spiral_data.make_spirals(10, torch.Generator().manual_seed(6))
+    x, t = latent_ode._training_batch(s, 30, 4, torch.Generator().manual_seed(7))
+    assert x.shape == (4, 60, 2) and t.shape == (4, 60)
+    assert (t == t[:1]).all() and (t.diff(dim=1) > 0).all()      # one shared, increasing grid
+    window_end = float(s.times[spiral_data.N_WINDOW - 1])
+    assert (t[0, :30] <= window_end).all() and (t[0, 30:] > window_end).all()
+
+
 # --- the example end to end -------------------------------------------------------------------
 
 def test_quick_run_trains_and_writes_everything(tmp_path):

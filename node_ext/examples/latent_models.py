@@ -45,6 +45,7 @@ class PosteriorEncoder(nn.Module):
 
 
 def mlp(widths, activation=nn.ELU):
+    """Linear layers through `widths` (input, hidden..., output), `activation` between them."""
     layers = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b))
