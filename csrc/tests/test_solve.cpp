@@ -105,7 +105,7 @@ TEST_CASE(failures_carry_time_and_stats) {
   } catch (const SolverFailure& e) {
     thrown = true;
     EXPECT(e.kind == FailureKind::NonFinite);
-    EXPECT(e.t <= 0.5 && e.t > 0.4);
+    EXPECT(e.t <= 0.5 + 1e-12 && e.t > 0.4);  // steps may end a few ulps past 0.5 before f turns NaN
     EXPECT(e.stats.n_rejected > 0);
   }
   EXPECT(thrown);
