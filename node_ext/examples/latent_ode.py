@@ -46,7 +46,7 @@ OBSERVED = (30, 50, 100)
 PUBLISHED_RMSE = {30: (0.1642, 0.3937), 50: (0.1502, 0.3202), 100: (0.1346, 0.1813)}  # (latent ODE, RNN)
 LATENT_DIM = 6
 LATENT_SIZES = dict(encoder_hidden=32, ode_hidden=(32, 32), decoder_hidden=(32,))
-FULL = dict(units=1400, train=1000, test=200, batch=100, lr=1e-2, half_life=350, ramp=400)
+FULL = dict(units=1400, train=1000, test=200, batch=100, lr=1e-2, half_life=500, ramp=400)
 QUICK = dict(units=12, train=64, test=16, batch=16, lr=1e-2, half_life=1000, ramp=0)
 LR_FLOOR = 1e-4
 HORIZON_START = 0.25
