@@ -110,20 +110,8 @@ class RkSolver {
     k_.resize(tab_.stages);
     y_ = pb_.y0;
     if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
-    if (!tab_.adaptive && o_.grid.empty() && o_.step_size > 0) {
-      for (int64_t r = 0; r < R; ++r) {
-        if (!pb_.at_output) {
-          step_grid_.push_back(step_size_grid(pb_.t[r].front(), pb_.t[r].back()));
-          continue;
-        }
-        std::vector<double> g{pb_.t[r].front()};  // every output time is a grid point
-        for (size_t i = 1; i < pb_.t[r].size(); ++i) {
-          const std::vector<double> piece = step_size_grid(pb_.t[r][i - 1], pb_.t[r][i]);
-          g.insert(g.end(), piece.begin() + 1, piece.end());
-        }
-        step_grid_.push_back(std::move(g));
-      }
-    }
+    step_size_grid_ = !tab_.adaptive && o_.grid.empty() && o_.step_size > 0;
+    segment_.assign(R, 1);
     std::vector<char> all(R, 1);
     k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
     if (tab_.adaptive) {
@@ -132,18 +120,24 @@ class RkSolver {
     }
   }
 
-  // t0, t0 + h, t0 + 2h, ... and a last (shorter) step onto t1; never a point at or past t1.
-  std::vector<double> step_size_grid(double t0, double t1) const {
-    const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
-    const int64_t n = static_cast<int64_t>(std::ceil(std::abs(t1 - t0) / h));
-    std::vector<double> g;
-    for (int64_t i = 0; i < n; ++i) {
-      const double x = t0 + dir * static_cast<double>(i) * h;
-      if (dir * (t1 - x) <= 0) break;
-      g.push_back(x);
+  // The next point of the grid t0, t0 + h, t0 + 2h, ..., t1 that step_size defines on row r, after the
+  // point that is grid_pos_[r] steps past t0: a last (shorter) step lands on t1, never a point at or past
+  // it. With output times to land on, every output interval is such a piece, from its own start. The grid
+  // is computed as the solve goes and never stored, so memory does not grow with the number of steps.
+  double next_step_size_point(int64_t r) {
+    const std::vector<double>& t = pb_.t[r];
+    const size_t last = t.size() - 1;
+    if (pb_.at_output) {
+      while (segment_[r] < last && t[segment_[r]] == t_cur_[r]) {  // landed on (or repeated) output times
+        ++segment_[r];
+        grid_pos_[r] = 0;
+      }
     }
-    g.push_back(t1);
-    return g;
+    const double t0 = pb_.at_output ? t[segment_[r] - 1] : t.front(), t1 = pb_.at_output ? t[segment_[r]] : t.back();
+    const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
+    const double n = std::ceil(std::abs(t1 - t0) / h), i = static_cast<double>(grid_pos_[r] + 1);
+    const double x = t0 + dir * i * h;
+    return i < n && dir * (t1 - x) > 0 ? x : t1;
   }
 
   // The Hairer-Norsett-Wanner initial step (Solving ODEs I, II.4), per row, as torchdiffeq does it
@@ -324,9 +318,12 @@ class RkSolver {
         p.on_step = p.lands && step_pos_[r] < o_.step_t.size() && boundary == o_.step_t[step_pos_[r]];
         p.on_jump = p.lands && jump_pos_[r] < o_.jump_t.size() && boundary == o_.jump_t[jump_pos_[r]];
       } else {
-        const std::vector<double>& grid = !o_.grid.empty() ? o_.grid[pb_.per_row ? r : 0]
-                                          : !step_grid_.empty() ? step_grid_[r] : pb_.t[r];
-        boundary = grid[grid_pos_[r] + 1];
+        if (step_size_grid_) {
+          boundary = next_step_size_point(r);
+        } else {
+          const std::vector<double>& grid = !o_.grid.empty() ? o_.grid[pb_.per_row ? r : 0] : pb_.t[r];
+          boundary = grid[grid_pos_[r] + 1];
+        }
         p.lands = true;
         p.h = boundary - t;
         p.end = boundary;
@@ -336,7 +333,7 @@ class RkSolver {
       // The step end is a function of t only where t defines it: the end of the span, or every
       // point of a fixed grid that is t itself. Other boundaries (grid points from step_size,
       // step_t, jump_t) are constants even when one coincides with an output time.
-      const bool grid_is_t = !tab_.adaptive && o_.grid.empty() && step_grid_.empty();
+      const bool grid_is_t = !tab_.adaptive && o_.grid.empty() && !step_size_grid_;
       if (p.output >= 0 && (grid_is_t || p.output == n_times_ - 1)) p.link = p.output;
       plan_[r] = p;
     }
@@ -623,7 +620,8 @@ class RkSolver {
   std::vector<char> done_;
   std::vector<RowPlan> plan_;
   std::vector<size_t> grid_pos_, step_pos_, jump_pos_;
-  std::vector<std::vector<double>> step_grid_;  // grids built from step_size
+  std::vector<size_t> segment_;     // per row: the output interval a step_size grid is in (its end's index)
+  bool step_size_grid_ = false;     // fixed steps from step_size (grid points computed, not stored)
   double dir_ = 1.0;
   bool last_nonfinite_ = false;
   SolveStats stats_;

@@ -3,7 +3,11 @@
 resource.getrusage's ru_maxrss is useless in a child process: Linux starts it at the parent's
 high-water mark. /proc/self/status's VmHWM belongs to the process's own address space; writing 5
 to /proc/self/clear_refs resets it to the current RSS, so the peak of the work alone is
-VmHWM afterwards minus VmRSS before."""
+VmHWM afterwards minus VmRSS before. Memory the allocator keeps after it was freed would hide
+growth (the work reuses it) or fake it (fresh pages for what earlier work left fragmented), so free
+memory is first handed back to the system with glibc's malloc_trim."""
+import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -20,8 +24,17 @@ def _status_kib(field):
     raise KeyError(field)
 
 
+def _release_free_memory():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def peak_bytes(work):
     """Runs work() and returns the growth of the resident set at its peak, in bytes."""
+    _release_free_memory()
     if not os.path.exists("/proc/self/clear_refs"):
         import resource
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
