@@ -77,6 +77,7 @@ class RkSolver {
     if (n_times_ == 1) return {solution_, q_result_, stats_};
     setup();
     while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
+    assemble_recorded_outputs();
     if (quad_) q_result_ = q_;
     return {solution_, q_result_, stats_};
   }
@@ -569,17 +570,32 @@ class RkSolver {
       theta_T = (tout - t_cur_T_) / h_safe;
     }
     const at::Tensor values = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_T);
+    // Kept for one out-of-place write at the end (assemble_recorded_outputs): a copy into the
+    // solution per output and sample would put a node per copy, each touching the whole
+    // solution's gradient, into the graph.
+    std::vector<int64_t> src, dst;
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t r = 0; r < R; ++r) {
         const int64_t i = index[m * R + r];
         if (i < 0) continue;
-        if (pb_.per_row) {
-          solution_.select(0, i).select(0, r).copy_(values.select(0, m).select(0, r));
-        } else {
-          solution_.select(0, i).copy_(values.select(0, m));
-        }
+        src.push_back(m * R + r);
+        dst.push_back(i * R + r);
       }
     }
+    const at::Tensor rows = values.reshape({M * R, -1});
+    const bool all = static_cast<int64_t>(src.size()) == M * R;
+    recorded_values_.push_back(all ? rows : rows.index_select(0, at::tensor(src, at::kLong).to(rows.device())));
+    recorded_index_.insert(recorded_index_.end(), dst.begin(), dst.end());
+  }
+
+  // The outputs written through autograd, placed into the solution in one differentiable op.
+  void assemble_recorded_outputs() {
+    if (recorded_values_.empty()) return;
+    const int64_t R = pb_.per_row ? rows_ : 1;
+    const at::Tensor index = at::tensor(recorded_index_, at::kLong).to(solution_.device());
+    solution_ = solution_.reshape({n_times_ * R, -1}).index_copy(0, index, at::cat(recorded_values_)).view(solution_.sizes());
+    recorded_values_.clear();
+    recorded_index_.clear();
   }
 
   [[noreturn]] void fail(FailureKind kind, int64_t r, const std::string& what) {
@@ -609,6 +625,8 @@ class RkSolver {
   std::vector<double> merged_;
 
   at::Tensor solution_, y_, k_first_, t_cur_T_;
+  std::vector<at::Tensor> recorded_values_;  // outputs computed through autograd, (points, state row)
+  std::vector<int64_t> recorded_index_;      // where each goes in the solution seen as (T * rows, state row)
   at::Tensor time_pool_like_;
   TensorPool time_pool_;
   std::vector<at::Tensor> k_;
