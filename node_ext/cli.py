@@ -14,7 +14,7 @@ def _bench_parser(sub):
                                    "; ".join("%s: %s" % kv for kv in describe().items()))
     p.add_argument("--quick", action="store_true", help="few repeats (a smoke test)")
     p.add_argument("--workloads", default=None,
-                   help="comma-separated ids, e.g. W1,W4 (default: W0-W5, plus B1 on CUDA)")
+                   help="comma-separated ids, e.g. W1,W4 (default: W0-W6, plus B1 on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", default="bench-out", help="directory for results.json, results.md, speedups.png")

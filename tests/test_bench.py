@@ -3,9 +3,12 @@ import json
 import os
 
 import pytest
+import torch
 
+import node_ext
 from node_ext import cli
 from node_ext.bench import libraries, suite
+from node_ext.bench.per_sample import on_union_grid, per_sample_times
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +66,19 @@ def test_bad_arguments_exit_with_a_message(capsys):
     assert info.value.code == 2 and "unknown workload(s) W9" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["bench", "--threads", "0"])
+
+
+def test_union_grid_gives_each_sample_its_own_times():
+    """W6's torchdiffeq adapter (one grid for the batch) agrees with node_ext's per-sample grids."""
+    t = per_sample_times(5, 6, 2.0, "cpu").double()
+    assert t.shape == (5, 6) and (t[:, 0] == 0).all() and (t.diff(dim=1) > 0).all() and t.max() <= 2.0
+    a = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0], [-1.0, 0.3], [0.2, -0.7]], dtype=torch.float64)
+    f = lambda tt, y: y @ a.T
+    union = on_union_grid(node_ext.odeint)(f, y0, t, rtol=1e-10, atol=1e-12)
+    per_sample = node_ext.odeint(f, y0, t, rtol=1e-10, atol=1e-12)
+    exact = torch.stack([torch.stack([torch.linalg.matrix_exp(a * s) @ y0[b] for b, s in enumerate(row)])
+                         for row in t.t()])
+    assert union.shape == per_sample.shape == (6, 5, 2)
+    torch.testing.assert_close(union, exact, rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(per_sample, exact, rtol=1e-8, atol=1e-9)

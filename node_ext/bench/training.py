@@ -27,11 +27,12 @@ def _solver(lib, mode, kw):
 
 
 def training_step_rows(workload, make_model, y0, t, loss_fn, kw, quick, device, repeats, progress=None,
-                       modes=MODES, ref_tol=(1e-10, 1e-12)):
+                       modes=MODES, ref_tol=(1e-10, 1e-12), solver=_solver):
     """Times `loss_fn(solve(model, y0, t)).backward()` + an Adam step per library and mode, each on
     its own copy of the same initial model (reset before every step, so every run does the same
     work). Reports NFE forward and backward, the loss and the gradient's error against a float64
-    adjoint solve at tight tolerance (ref_tol)."""
+    adjoint solve at tight tolerance (ref_tol). solver(lib, mode, kw) gives each library's
+    solve(model, y0, t), or None where the library lacks the mode."""
     base = make_model().to(device)
     init = copy.deepcopy(base.state_dict())
     ref_model = copy.deepcopy(base).double()
@@ -46,7 +47,7 @@ def training_step_rows(workload, make_model, y0, t, loss_fn, kw, quick, device, 
         if not ok:
             rows.append(dict(_skip(workload, lib, why), mode=mode))
             continue
-        solve = _solver(lib, mode, kw)
+        solve = solver(lib, mode, kw)
         if solve is None:
             continue
         model = copy.deepcopy(base)
