@@ -120,6 +120,23 @@ def test_augmentation_shapes():
     conv = NeuralODE(ConvODEF(6 + 2, norm="group"), augment_dim=2, rtol=1e-3, atol=1e-3)
     img = torch.randn(2, 6, 5, 5)
     assert conv(img).shape == (2, 6, 5, 5)
+    # keep_augmented returns the whole solved state; its first channels are the default's output.
+    kept = NeuralODE(conv.func, augment_dim=2, rtol=1e-3, atol=1e-3, keep_augmented=True)
+    whole = kept(img)
+    assert whole.shape == (2, 8, 5, 5) and whole[:, 6:].abs().max() > 0  # the extra channels moved
+    torch.testing.assert_close(whole[:, :6], conv(img))
+    kept_seq = NeuralODE(m.func, augment_dim=3, rtol=1e-5, atol=1e-7, keep_augmented=True)
+    assert kept_seq(x, torch.linspace(0, 1, 3), return_whole_sequence=True).shape == (3, 4, 5)
+
+
+def test_conv_dynamics_hidden_width():
+    torch.manual_seed(0)
+    f = ConvODEF(3, norm="group", hidden=16)
+    assert f.conv1.out_channels == 16 and f.conv2.in_channels == 17 and f.conv2.out_channels == 3
+    x = torch.randn(2, 3, 4, 4)
+    assert f(x, torch.tensor(0.5)).shape == (2, 3, 4, 4)
+    assert ODEBlock(f, rtol=1e-3, atol=1e-3)(x).shape == (2, 3, 4, 4)
+    assert ConvODEF(3).conv1.out_channels == 3  # default: as many as the state
 
 
 def _conv_block_grads(func, x, adjoint, tol):
@@ -199,6 +216,10 @@ def test_bad_module_arguments():
         NeuralODE(lambda t, y: y)
     with pytest.raises(ValueError, match="norm must be"):
         ConvODEF(4, norm="layer")
+    with pytest.raises(ValueError, match="hidden must be a positive int, got 0"):
+        ConvODEF(4, hidden=0)
+    with pytest.raises(TypeError, match="keep_augmented must be a bool, got 'yes'"):
+        NeuralODE(MLPODEF(2), keep_augmented="yes")
     m = NeuralODE(MLPODEF(2))
     with pytest.raises(ValueError, match="t has 3 time grids for a batch of 2"):
         m(torch.randn(2, 2), torch.rand(3, 4).sort(1).values)

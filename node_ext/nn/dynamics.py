@@ -51,16 +51,21 @@ def _norm(kind, channels):
 
 class ConvODEF(ODEF):
     """The ODE-Net's dynamics: conv3x3 over [x, t] -> norm -> activation -> conv3x3 over [h, t] ->
-    norm, keeping the number of channels (the seeds' MNIST classifier; Chen et al. 2018 use
-    GroupNorm). norm: 'batch' (as the seeds), 'group' or 'none'; activation: an nn.Module class
-    (ReLU by default; a smooth one such as Softplus makes the dynamics easier to integrate)."""
+    norm, returning as many channels as it takes (the seeds' MNIST classifier; Chen et al. 2018 use
+    GroupNorm). hidden: the channels of h (default: those of x); norm: 'batch' (as the seeds),
+    'group' or 'none'; activation: an nn.Module class (ReLU by default; a smooth one such as
+    Softplus makes the dynamics easier to integrate)."""
 
-    def __init__(self, channels, norm="batch", activation=nn.ReLU):
+    def __init__(self, channels, norm="batch", activation=nn.ReLU, hidden=None):
         super().__init__()
+        hidden = channels if hidden is None else hidden
+        for name, value in (("channels", channels), ("hidden", hidden)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError("%s must be a positive int, got %r" % (name, value))
         self.act = activation()
-        self.conv1 = nn.Conv2d(channels + 1, channels, 3, padding=1, bias=False)
-        self.norm1 = _norm(norm, channels)
-        self.conv2 = nn.Conv2d(channels + 1, channels, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(channels + 1, hidden, 3, padding=1, bias=False)
+        self.norm1 = _norm(norm, hidden)
+        self.conv2 = nn.Conv2d(hidden + 1, channels, 3, padding=1, bias=False)
         self.norm2 = _norm(norm, channels)
 
     def forward(self, x, t):

@@ -24,7 +24,9 @@ class NeuralODE(nn.Module):
             backpropagation through the solver (the "RK-Net" of the seeds).
         adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: for the backward solve.
         augment_dim: zeros appended to the state along dimension 1 (features, or channels for
-            images) before the solve and dropped after it (Dupont et al. 2019).
+            images) before the solve (Dupont et al. 2019).
+        keep_augmented: return the augmented coordinates too (the whole solved state, for a
+            read-out that uses them, as Dupont et al. do); by default they are dropped.
 
     ``forward(z0, t=tensor([0., 1.]), return_whole_sequence=False)`` accepts times of shape (T,),
     (T, batch, 1) (one time grid per sample, as in the seeds) or (batch, T), and returns the
@@ -34,12 +36,15 @@ class NeuralODE(nn.Module):
     """
 
     def __init__(self, func, *, method="dopri5", rtol=1e-7, atol=1e-9, options=None, adjoint=True,
-                 adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None, augment_dim=0):
+                 adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None, augment_dim=0,
+                 keep_augmented=False):
         super().__init__()
         if not isinstance(func, nn.Module):
             raise TypeError("func must be an nn.Module (its parameters are trained), got %s" % type(func).__name__)
         if not isinstance(augment_dim, int) or augment_dim < 0:
             raise ValueError("augment_dim must be a non-negative int, got %r" % (augment_dim,))
+        if not isinstance(keep_augmented, bool):
+            raise TypeError("keep_augmented must be a bool, got %r" % (keep_augmented,))
         self.func = func
         self.dynamics = as_ty(func)
         self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
@@ -47,6 +52,7 @@ class NeuralODE(nn.Module):
         self.adjoint_kw = dict(adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
                                adjoint_options=adjoint_options)
         self.augment_dim = augment_dim
+        self.keep_augmented = keep_augmented
         self.stats = SolveStats()
         self._last = SolveStats()
 
@@ -80,7 +86,7 @@ class NeuralODE(nn.Module):
                                **self.adjoint_kw, **kw)
         else:
             z = odeint(self.dynamics, z0, t, **kw)
-        if self.augment_dim:
+        if self.augment_dim and not self.keep_augmented:
             z = z[:, :, :z.shape[2] - self.augment_dim]
         return z if return_whole_sequence else z[-1]
 
