@@ -8,6 +8,7 @@ from ._ops import native as _native
 from .adjoint import odeint_adjoint
 from .nn import ConvODEF, MLPODEF, NeuralODE, ODEBlock, ODEF
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
+from .events import odeint_event
 from .odeint import odeint
 from .tableaus import method_names as _method_names
 from .stats import SolveStats, last_stats
@@ -20,5 +21,5 @@ def native_available():
     return _native is not None
 
 
-__all__ = ["odeint", "odeint_adjoint", "ODEF", "NeuralODE", "ODEBlock", "MLPODEF", "ConvODEF", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
+__all__ = ["odeint", "odeint_adjoint", "odeint_event", "ODEF", "NeuralODE", "ODEBlock", "MLPODEF", "ConvODEF", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
            "NonFiniteError", "METHODS", "native_available"]

@@ -34,6 +34,7 @@ class Problem:
     method: str
     options: dict                  # normalised, as node_ext._C.solve takes them
     user_norm: Optional[Callable] = None
+    event_fn: Optional[Callable] = None  # a terminal event: the solve runs from t[0] until it changes sign
     extra: dict = field(default_factory=dict)
 
     @property
@@ -281,7 +282,18 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
     return o, user_norm
 
 
-def build_problem(func, y0, t, rtol, atol, method, options):
+def _check_event(event_fn, t, tab, opts, method):
+    if not callable(event_fn):
+        raise TypeError("event_fn must be callable as event_fn(t, y), got %s" % type(event_fn).__name__)
+    if t.dim() != 1 or t.shape[0] != 2:
+        raise ValueError("with event_fn, t must be 1-D with two times [t0, t1] (t1 only sets the direction: the "
+                         "solve runs from t0 until the event), got shape %s" % (tuple(t.shape),))
+    if not tab["adaptive"] and not opts["step_size"] > 0:
+        raise ValueError("with event_fn, the fixed-grid method '%s' needs options['step_size'] (a grid_constructor "
+                         "or the output times cannot define steps past t1)" % method)
+
+
+def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
     members = _check_state(y0)
@@ -302,8 +314,10 @@ def build_problem(func, y0, t, rtol, atol, method, options):
     atol_v, atol_e = _check_tolerance("atol", atol, state, shapes)
     opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
+    if event_fn is not None:
+        _check_event(event_fn, t, tab, opts, method)
     t_grad = None
     if t.requires_grad and torch.is_grad_enabled():
         t_grad = t.to(device=state.device, dtype=torch.float64)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
-                   method=method, options=opts, user_norm=user_norm)
+                   method=method, options=opts, user_norm=user_norm, event_fn=event_fn)

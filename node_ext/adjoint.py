@@ -17,28 +17,36 @@ class _OdeintAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem, adjoint, stats, y0, t, *params):
         with torch.no_grad():
-            solution, counts = solve_problem(problem)
+            solution, counts, event_t = solve_problem(problem)
         record(counts, stats)
         ctx.problem, ctx.adjoint, ctx.stats = problem, adjoint, stats
+        # With an event, the backward solve runs from the event time back to t[0].
+        ctx.times = problem.t if event_t is None else torch.tensor([float(problem.t[0]), event_t], dtype=torch.float64)
         ctx.save_for_backward(solution, t, *params)
-        return solution
+        if event_t is None:
+            return solution
+        event_t = torch.tensor(event_t, dtype=t.dtype, device=t.device)
+        ctx.mark_non_differentiable(event_t)
+        return solution, event_t
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *grad_event_t):
         solution, t, *params = ctx.saved_tensors
         problem, adj = ctx.problem, ctx.adjoint
         t_grad = ctx.needs_input_grad[4]
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
         grad_y0, grad_t, grad_params, counts = _ops.native.adjoint(
-            problem.func, list(params), solution, grad.contiguous(), problem.t, t_grad, adj["method"],
+            problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
             adj["options"], shapes, problem.per_row, adj["seminorm"])
         record(counts, ctx.stats, backward=True)
         if grad_t is not None:
+            if problem.event_fn is not None:
+                grad_t = torch.stack([grad_t[0], torch.zeros_like(grad_t[0])])  # t[1] only set the direction
             grad_t = grad_t.to(device=t.device, dtype=t.dtype)
         return (None, None, None, grad_y0, grad_t, *grad_params)
 
 
-def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, adjoint_rtol=None,
+def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, adjoint_rtol=None,
                    adjoint_atol=None, adjoint_method=None, adjoint_options=None, adjoint_params=None, stats=None):
     """``node_ext.odeint`` whose gradients come from the adjoint method.
 
@@ -53,13 +61,15 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             ``{"norm": "seminorm"}`` leaves the parameter and time adjoints out of the error control
             (Kidger, Chen & Lyons 2021), which usually saves backward evaluations; by default every
             component is controlled, as torchdiffeq does.
+        event_fn: as in :func:`node_ext.odeint`: returns ``(event_t, solution)``; the backward solve
+            runs from event_t to t[0] (gradients through event_t itself: :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 
     Tuple states and per-sample time grids are supported. With per-sample grids the backward pass
     maps every sample's interval onto a common parameter, so that all samples share steps.
     """
     params = _adjoint_params(func, adjoint_params)
-    problem = build_problem(func, y0, t, rtol, atol, method, options)
+    problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     problem.t_grad = None  # the forward pass records no graph
     if _ops.native is None:
         raise RuntimeError("node_ext.odeint_adjoint needs the native extension node_ext._C, which could not be "
@@ -67,8 +77,11 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
                            % _ops.IMPORT_ERROR)
     adjoint = _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
                               adjoint_options, t)
-    solution = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
-    return problem.unflatten(solution)
+    out = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
+    if event_fn is None:
+        return problem.unflatten(out)
+    solution, event_t = out
+    return event_t, problem.unflatten(solution)
 
 
 def _adjoint_params(func, adjoint_params):

@@ -1,6 +1,8 @@
 """odeint: torchdiffeq's interface on node_ext's native solve loop."""
 import warnings
 
+import torch
+
 from . import _ops
 from ._problem import build_problem
 from .stats import record
@@ -8,7 +10,7 @@ from .stats import record
 _warned = False
 
 
-def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, stats=None):
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, stats=None):
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
     A drop-in replacement for ``torchdiffeq.odeint`` whose step loop, stage combinations, error norms
@@ -30,25 +32,33 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, stat
             Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic').
             Unlike torchdiffeq, a step that would need to be smaller than min_step raises
             StepSizeError unless force_min_step=True (then it is accepted, as torchdiffeq does).
+        event_fn: optional ``event_fn(t, y)`` returning a Tensor: the solve runs from t[0] (t must hold
+            two times; t[1] only sets the direction) until one of its values changes sign, located on
+            the continuous extension to a few ulps of t (see :func:`node_ext.odeint_event`).
         stats: optional :class:`node_ext.SolveStats` that accumulates this solve's counts.
 
     Returns:
         Tensor of shape (T, *y0.shape) (a tuple of them for a tuple y0). It is differentiable with
         respect to y0, t and func's parameters by backpropagation through the solver's operations;
         see :func:`node_ext.odeint_adjoint` for the memory-efficient adjoint method.
+        With event_fn: ``(event_t, solution)``, solution of shape (2, *y0.shape) holding y0 and the
+        state at event_t (gradients do not flow through event_t; odeint_event adds them).
 
     Raises:
         ValueError / TypeError: invalid arguments (before anything runs).
         node_ext.SolverError (StepSizeError, MaxStepsError, NonFiniteError): the solve failed.
     """
-    problem = build_problem(func, y0, t, rtol, atol, method, options)
-    solution, counts = solve_problem(problem)
+    problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
+    solution, counts, event_t = solve_problem(problem)
     record(counts, stats)
-    return problem.unflatten(solution)
+    if event_fn is None:
+        return problem.unflatten(solution)
+    return torch.tensor(event_t, dtype=t.dtype, device=t.device), problem.unflatten(solution)
 
 
 def solve_problem(problem):
-    """Runs a validated Problem: natively, or with the reference solvers when _C is unavailable."""
+    """Runs a validated Problem: natively, or with the reference solvers when _C is unavailable.
+    Returns (solution, counts, event time or None)."""
     if _ops.native is None:
         _warn_fallback()
         from .reference.solver import solve_reference
@@ -56,8 +66,9 @@ def solve_problem(problem):
     opts = dict(problem.options)
     opts["norm"] = _norm_for(problem)
     shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
-    return _ops.native.solve(problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
-                             problem.per_row)
+    out = _ops.native.solve(problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
+                            problem.per_row, problem.event_fn)
+    return out if len(out) == 3 else (out[0], out[1], None)
 
 
 def _norm_for(problem):

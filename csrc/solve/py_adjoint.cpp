@@ -14,12 +14,7 @@ namespace {
 py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Tensor& solution, const at::Tensor& grad,
                   const at::Tensor& t, bool t_requires_grad, const std::string& method, const py::dict& options,
                   std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, bool seminorm) {
-  std::vector<int64_t> groups;
-  for (const auto& s : tuple_shapes) {
-    int64_t n = 1;
-    for (int64_t d : s) n *= d;
-    groups.push_back(n);
-  }
+  const std::vector<int64_t> groups = member_sizes(tuple_shapes);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   AdjointProblem pb;
   pb.f = &dynamics;

@@ -16,14 +16,29 @@ std::string shape_str(at::IntArrayRef s) {
 }
 }  // namespace
 
-PyDynamics::PyDynamics(py::object func, std::vector<std::vector<int64_t>> tuple_shapes)
-    : func_(std::move(func)), shapes_(std::move(tuple_shapes)) {
-  for (const auto& s : shapes_) {
+std::vector<int64_t> member_sizes(const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<int64_t> sizes;
+  for (const auto& s : shapes) {
     int64_t n = 1;
     for (int64_t d : s) n *= d;
-    sizes_.push_back(n);
+    sizes.push_back(n);
   }
+  return sizes;
 }
+
+py::tuple state_tuple(const at::Tensor& y, const std::vector<std::vector<int64_t>>& shapes,
+                      const std::vector<int64_t>& sizes, std::vector<at::Tensor>* views) {
+  const std::vector<at::Tensor> parts = y.split_with_sizes(sizes);
+  py::tuple args(parts.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    views->push_back(parts[i].view(shapes[i]));
+    args[i] = py::cast(views->back());
+  }
+  return args;
+}
+
+PyDynamics::PyDynamics(py::object func, std::vector<std::vector<int64_t>> tuple_shapes)
+    : func_(std::move(func)), shapes_(std::move(tuple_shapes)), sizes_(member_sizes(shapes_)) {}
 
 at::Tensor PyDynamics::checked(py::handle out, const at::Tensor& like, const char* what) const {
   if (!THPVariable_Check(out.ptr())) {
@@ -57,25 +72,19 @@ at::Tensor PyDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
     py::object out = py::reinterpret_steal<py::object>(res);
     return checked(out, y, "a Tensor");
   }
-  const std::vector<at::Tensor> parts = y.split_with_sizes(sizes_);
-  py::tuple args(parts.size());
   std::vector<at::Tensor> views;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    views.push_back(parts[i].view(shapes_[i]));
-    args[i] = py::cast(views.back());
-  }
-  py::object out = func_(t, args);
+  py::object out = func_(t, state_tuple(y, shapes_, sizes_, &views));
   if (!py::isinstance<py::tuple>(out) && !py::isinstance<py::list>(out)) {
     throw py::type_error("func must return a tuple of Tensors for a tuple state, got an object of type " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));
   }
   py::sequence seq = out;
-  if (seq.size() != parts.size()) {
+  if (seq.size() != views.size()) {
     throw py::value_error("func returned " + std::to_string(seq.size()) + " tensors for a tuple state of " +
-                          std::to_string(parts.size()));
+                          std::to_string(views.size()));
   }
   std::vector<at::Tensor> flat;
-  for (size_t i = 0; i < parts.size(); ++i) {
+  for (size_t i = 0; i < views.size(); ++i) {
     const std::string what = "a Tensor at position " + std::to_string(i);
     flat.push_back(checked(seq[i], views[i], what.c_str()).reshape({-1}));
   }

@@ -11,6 +11,12 @@
 
 namespace node_ext {
 
+// Element counts of the tuple members of the given shapes.
+std::vector<int64_t> member_sizes(const std::vector<std::vector<int64_t>>& shapes);
+// The flat state y as a Python tuple of views of the given shapes (kept alive in *views).
+pybind11::tuple state_tuple(const at::Tensor& y, const std::vector<std::vector<int64_t>>& shapes,
+                            const std::vector<int64_t>& sizes, std::vector<at::Tensor>* views);
+
 class PyDynamics : public Dynamics {
  public:
   // tuple_shapes: the shapes of the tuple members, or empty for a tensor state.

@@ -5,6 +5,7 @@
 
 #include "solve/py_common.h"
 #include "solve/py_dynamics.h"
+#include "solve/py_event.h"
 #include "solve/rk_solver.h"
 #include "solve/tensor_pool.h"
 
@@ -74,7 +75,8 @@ namespace {
 
 py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
                 const std::string& method, const py::dict& options,
-                std::vector<std::vector<int64_t>> tuple_shapes, bool per_row) {
+                std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn) {
+  PyEventFunction event(event_fn, tuple_shapes);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   SolveOptions opts = parse_options(method, options);
   SolveProblem pb;
@@ -87,7 +89,9 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
     pb.t.push_back(doubles(t));
   }
   if (!t_grad.is_none()) pb.t_grad = t_grad.cast<at::Tensor>();
+  if (!event_fn.is_none()) pb.event = &event;
   SolveResult res = solve_ivp(pb, opts);
+  if (pb.event) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t);
   return py::make_tuple(res.solution, stats_dict(res.stats));
 }
 
@@ -100,8 +104,9 @@ bool unique_pyobject(void* obj) { return Py_REFCNT(static_cast<PyObject*>(obj)) 
 void bind_solve(py::module_& m) {
   detail::unique_pyobject_hook() = &unique_pyobject;
   m.def("solve", &solve, py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("t_grad"), py::arg("method"),
-        py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"),
-        "Solve an initial value problem with the native loop; returns (solution, stats).");
+        py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"), py::arg("event_fn") = py::none(),
+        "Solve an initial value problem with the native loop; returns (solution, stats), or (solution, stats, "
+        "event time) when event_fn is given.");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

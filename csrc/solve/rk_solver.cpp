@@ -53,6 +53,11 @@ class RkSolver {
     time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
     time_pool_ = TensorPool(time_pool_like_, 8);
     TORCH_CHECK(!pb.at_output || !pb.per_row, "solve_ivp: at_output needs a single time grid");
+    TORCH_CHECK(!pb.event || (!pb.per_row && !pb.at_output && !quad_ && n_times_ == 2),
+                "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
+                "at_output");
+    TORCH_CHECK(!pb.event || tab_.adaptive || (o.grid.empty() && o.step_size > 0),
+                "solve_ivp: with an event function, fixed-grid methods need step_size");
     if (quad_) {
       TORCH_CHECK(!pb.per_row, "solve_ivp: quadrature terms need a single time grid");
       TORCH_CHECK(pb.q0.defined() && pb.q0.numel() == pb.f->quadrature_size(),
@@ -75,11 +80,12 @@ class RkSolver {
     write_initial();
     if (quad_) q_result_ = pb_.q0.detach().clone();
     if (n_times_ == 1) return {solution_, q_result_, stats_};
+    if (pb_.event && event_at_start()) return {solution_, q_result_, stats_, event_t_};
     setup();
     while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
     assemble_recorded_outputs();
     if (quad_) q_result_ = q_;
-    return {solution_, q_result_, stats_};
+    return {solution_, q_result_, stats_, event_t_};
   }
 
  private:
@@ -103,6 +109,11 @@ class RkSolver {
     }
     dir_ = t_end_[0] > t_cur_[0] ? 1.0 : -1.0;
     next_out_.assign(R, 1);
+    if (pb_.event) {
+      // No end but the event: output 1 is written when it is found.
+      t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
+      next_out_[0] = n_times_;
+    }
     done_.assign(R, 0);
     plan_.assign(R, RowPlan());
     grid_pos_.assign(R, 0);
@@ -134,7 +145,7 @@ class RkSolver {
         grid_pos_[r] = 0;
       }
     }
-    const double t0 = pb_.at_output ? t[segment_[r] - 1] : t.front(), t1 = pb_.at_output ? t[segment_[r]] : t.back();
+    const double t0 = pb_.at_output ? t[segment_[r] - 1] : t.front(), t1 = pb_.at_output ? t[segment_[r]] : t_end_[r];
     const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
     const double n = std::ceil(std::abs(t1 - t0) / h), i = static_cast<double>(grid_pos_[r] + 1);
     const double x = t0 + dir * i * h;
@@ -269,8 +280,8 @@ class RkSolver {
     if (stats_.n_steps >= o_.max_num_steps && std::find(done_.begin(), done_.end(), 0) != done_.end()) {
       int64_t r = std::find(done_.begin(), done_.end(), 0) - done_.begin();
       fail(FailureKind::MaxStepsExceeded, r,
-           "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded before reaching t = " +
-               str(t_end_[r]));
+           "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded " +
+               (pb_.event ? std::string("before event_fn changed sign") : "before reaching t = " + str(t_end_[r])));
     }
   }
 
@@ -477,6 +488,10 @@ class RkSolver {
     }
 
     write_outputs(h, accept, f1);
+    if (pb_.event && accept[0] && event_crossed(h, f1, y_next, t_next[0])) {
+      done_[0] = 1;
+      return;
+    }
 
     y_ = std::move(y_next);
     if (tab_.fsal) {
@@ -588,6 +603,72 @@ class RkSolver {
     recorded_index_.insert(recorded_index_.end(), dst.begin(), dst.end());
   }
 
+  // ---------------------------------------------------------------- events
+  double event_value(double t, const at::Tensor& y) {
+    const double c = event_signs_.combined((*pb_.event)(time_values({t}, nullptr, 0), y.detach()));
+    if (std::isnan(c)) {
+      fail(FailureKind::NonFinite, 0, "event_fn returned a non-finite value at t = " + str(t));
+    }
+    return c;
+  }
+
+  // g at the initial point: when it is zero there, the event is at t[0] (torchdiffeq's convention).
+  bool event_at_start() {
+    const double t0 = pb_.t[0].front();
+    const double c0 =
+        event_signs_.start((*pb_.event)(time_values({t0}, nullptr, 0), pb_.y0.detach()));
+    event_c_ = c0;
+    if (std::isnan(c0)) {
+      throw SolverFailure(FailureKind::NonFinite, "event_fn returned a non-finite value at the initial time t = " +
+                          str(t0), t0, -1, stats_);
+    }
+    if (c0 > 0) return false;
+    event_t_ = t0;
+    if (c10::GradMode::is_enabled() && pb_.y0.requires_grad()) {
+      solution_.select(0, 1).copy_(pb_.y0);
+    } else {
+      at::NoGradGuard g;
+      solution_.select(0, 1).copy_(pb_.y0);
+    }
+    return true;
+  }
+
+  // After an accepted step to (t_next, y_next): when c has changed sign, locates the crossing on the
+  // step's continuous extension, writes the state there as output 1 and returns true.
+  bool event_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next, double t_next) {
+    const double c1 = event_value(t_next, y_next);
+    if (c1 > 0) {
+      event_c_ = c1;
+      return false;
+    }
+    std::vector<at::Tensor> terms(k_.begin(), k_.end());
+    if (dense_.uses_f1) terms.push_back(f1);
+    const double t0 = t_cur_[0], step = plan_[0].h;
+    const int n = static_cast<int>(terms.size());
+    auto c = [&](double theta) {
+      at::NoGradGuard g;
+      const at::Tensor th = at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
+      return event_value(rt(t0 + theta * step), kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).select(0, 0));
+    };
+    // Bracket to a few ulps of the time (in units of theta).
+    const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
+    const double tol = std::max(4 * eps * std::max(std::abs(t0), std::abs(t_next)) / std::abs(step),
+                                4 * std::numeric_limits<double>::epsilon());
+    const double theta = locate_crossing(c, event_c_, c1, tol);
+    event_t_ = theta == 0.0 ? t0 : rt(t0 + theta * step);
+    if (!kern_.needs_graph(y_, terms, n, &h) && !t_grad_) {
+      kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, {theta}, {1});
+    } else {
+      at::Tensor th = at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
+      // With t[0] requiring grad the steps start from it: theta = (t_event - t) / h keeps the
+      // integration's length, t_event - t[0], a function of t[0] (t_event itself is a constant here).
+      if (t_grad_) th = ((event_t_ - t_cur_T_) / h.tensor).reshape({1});
+      recorded_values_.push_back(kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).reshape({1, -1}));
+      recorded_index_.push_back(1);
+    }
+    return true;
+  }
+
   // The outputs written through autograd, placed into the solution in one differentiable op.
   void assemble_recorded_outputs() {
     if (recorded_values_.empty()) return;
@@ -642,6 +723,9 @@ class RkSolver {
   bool step_size_grid_ = false;     // fixed steps from step_size (grid points computed, not stored)
   double dir_ = 1.0;
   bool last_nonfinite_ = false;
+  EventSigns event_signs_;
+  double event_c_ = 0.0;  // the combined event value at the start of the current step (> 0)
+  double event_t_ = 0.0;
   SolveStats stats_;
 };
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "solve/dynamics.h"
+#include "solve/event.h"
 #include "solve/options.h"
 #include "solve/solve_error.h"
 
@@ -30,12 +31,17 @@ struct SolveProblem {
   // with the state and the quadrature terms, which it may modify (returning true if it did: the
   // first stage is then re-evaluated). Single time grid only. The adjoint's jumps use it.
   std::function<bool(int64_t i, at::Tensor& y, at::Tensor& q)> at_output;
+  // Terminal event (single time grid of two times, no quadrature terms, no at_output): the solve runs
+  // from t[0] in the direction of t[1] (t[1] itself is not a bound) until g changes sign; output 1
+  // is then the state at the event (see event.h).
+  EventFunction* event = nullptr;
 };
 
 struct SolveResult {
   at::Tensor solution;  // (T, *y0.shape)
   at::Tensor q;         // the quadrature terms at the last time, when there are any
   SolveStats stats;
+  double event_t = 0.0;  // event mode: the time of the event
 };
 
 SolveResult solve_ivp(const SolveProblem& problem, const SolveOptions& options);

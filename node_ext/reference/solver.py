@@ -19,16 +19,17 @@ from ..tableaus import a_matrix, tableau
 
 
 def solve_reference(problem):
-    """Solves a validated node_ext._problem.Problem; returns (solution, counts)."""
+    """Solves a validated node_ext._problem.Problem; returns (solution, counts, event time or None)."""
     counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0)
     if not problem.per_row:
-        sol = _Solver(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None).run()
-        return sol, counts
+        solver = _Solver(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
+        sol = solver.run()
+        return sol, counts, solver.event_t
     outs = []
     for r in range(problem.t.shape[0]):
         t_grad = problem.t_grad[r] if problem.t_grad is not None else None
         outs.append(_Solver(problem, problem.y0[r:r + 1], problem.t[r].tolist(), t_grad, counts, row=r).run())
-    return torch.cat(outs, dim=1), counts
+    return torch.cat(outs, dim=1), counts, None
 
 
 def _step_size_grid(t0, t1, h):
@@ -55,6 +56,8 @@ class _Solver:
         rt, at = self.o["rtol_elem"], self.o["atol_elem"]
         self.rtol = rt.reshape(y0.shape) if rt is not None else self.o["rtol"]
         self.atol = at.reshape(y0.shape) if at is not None else self.o["atol"]
+        self.event_t = None
+        self.event_signs = None
 
     # ------------------------------------------------------------------ helpers
     def f(self, t, y, perturb=0):
@@ -107,14 +110,23 @@ class _Solver:
             return torch.stack(out)[: len(times)]
         self.t, self.t_end = times[0], times[-1]
         self.dir = 1.0 if self.t_end > self.t else -1.0
+        event = self.p.event_fn is not None
+        if event:
+            c_start = self.event_value(self.t, y, first=True)
+            if c_start <= 0:  # zero at the initial time: the event is there
+                self.event_t = self.t
+                return torch.stack([y, y])
+            self.t_end = self.dir * math.inf
         self.t_T = self.t_grad[0] if self.t_grad is not None else None
         fixed_perturb = not tab["adaptive"] and self.o["perturb"]
         k0 = self.f(self.t_T if self.t_T is not None else self.t, y, 1 if fixed_perturb else 0)
-        next_out = 1
+        next_out = len(times) if event else 1
         step_t = sorted(self.o["step_t"], key=lambda v: self.dir * v)
         jump_t = sorted(self.o["jump_t"], key=lambda v: self.dir * v)
         if self.o["grid"]:
             grid = self.o["grid"][self.row or 0]
+        elif event:
+            grid = None  # steps of step_size from t0 without end: point i is t0 + i h
         elif self.o["step_size"] > 0:
             grid = _step_size_grid(times[0], times[-1], self.o["step_size"])
         else:
@@ -142,7 +154,7 @@ class _Solver:
                         self.fail(NonFiniteError if nonfinite else StepSizeError,
                                   "non-finite error estimate" if nonfinite else "step size underflow")
             else:
-                end = grid[gpos + 1]
+                end = grid[gpos + 1] if grid is not None else times[0] + self.dir * (gpos + 1) * self.o["step_size"]
                 h, lands = end - self.t, True
             if lands and next_out < len(times) and times[next_out] == end:
                 output = next_out
@@ -213,6 +225,13 @@ class _Solver:
                         val = self.dense(y, y_new, k, f1, hh, theta)
                     out.append(val)
                     next_out += 1
+                if event:
+                    c_end = self.event_value(end, y_new)
+                    if c_end <= 0:
+                        theta = self.bisect_event(y, y_new, k, f1, hh, h, end)
+                        self.event_t = self.t if theta == 0 else self.rt(self.t + theta * h)
+                        out.append(self.dense(y, y_new, k, f1, hh, theta))
+                        return torch.stack(out)
                 y = y_new
                 if self.t_T is not None:
                     self.t_T = self.t_T + h_T
@@ -231,6 +250,40 @@ class _Solver:
             if self.counts["n_steps"] >= self.o["max_num_steps"] and self.t != self.t_end:
                 self.fail(MaxStepsError, "max_num_steps (%d) exceeded" % self.o["max_num_steps"])
         return torch.stack(out)
+
+    # ------------------------------------------------------------------ events
+    def event_value(self, t, y, first=False):
+        """min_i g_i(t, y) s_i, the signs s_i taken at the initial point (torchdiffeq's combination)."""
+        with torch.no_grad():
+            tt = torch.tensor(t, dtype=y.dtype, device=y.device)
+            if self.p.shapes is None:
+                g = self.p.event_fn(tt, y.detach())
+            else:
+                parts = y.detach().split([s.numel() for s in self.p.shapes])
+                g = self.p.event_fn(tt, tuple(q.reshape(s) for q, s in zip(parts, self.p.shapes)))
+            g = g.detach().double().reshape(-1).cpu()
+            if first:
+                self.event_signs = torch.sign(g)
+            c = float((g * self.event_signs).min())
+        if not math.isfinite(c):
+            self.fail(NonFiniteError, "event_fn returned a non-finite value at t = %r" % t)
+        return c
+
+    def bisect_event(self, y, y_new, k, f1, hh, h, end):
+        """Bisection on the step's continuous extension: the last theta with the event value > 0."""
+        eps = 1.1920929e-07 if self.o["time_float32"] else 2.220446049250313e-16
+        tol = max(4 * eps * max(abs(self.t), abs(end)) / abs(h), 4 * 2.220446049250313e-16)
+        lo, hi = 0.0, 1.0
+        with torch.no_grad():
+            while hi - lo > tol:
+                mid = 0.5 * (lo + hi)
+                if not lo < mid < hi:
+                    break
+                if self.event_value(self.rt(self.t + mid * h), self.dense(y, y_new, k, f1, hh, mid)) > 0:
+                    lo = mid
+                else:
+                    hi = mid
+        return lo
 
     def initial_step(self, y0, f0):
         scale = self.atol + torch.as_tensor(self.rtol, dtype=torch.float64) * y0.detach().abs().double()
