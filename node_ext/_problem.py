@@ -6,6 +6,7 @@ argument and the value received. The result, a :class:`Problem`, is what the nat
 """
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -35,6 +36,7 @@ class Problem:
     options: dict                  # normalised, as node_ext._C.solve takes them
     user_norm: Optional[Callable] = None
     event_fn: Optional[Callable] = None  # a terminal event: the solve runs from t[0] until it changes sign
+    callbacks: Optional[tuple] = None    # func's (callback_step, callback_accept_step, callback_reject_step)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -293,6 +295,24 @@ def _check_event(event_fn, t, tab, opts, method):
                          "or the output times cannot define steps past t1)" % method)
 
 
+CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+
+def _step_callbacks(func, per_row):
+    """torchdiffeq's step callbacks found on func, or None when it has none."""
+    found = tuple(getattr(func, name, None) for name in CALLBACK_NAMES)
+    if all(c is None for c in found):
+        return None
+    for name, c in zip(CALLBACK_NAMES, found):
+        if c is not None and not callable(c):
+            raise TypeError("func.%s must be callable as %s(t0, y0, dt), got %s" % (name, name, type(c).__name__))
+    if per_row:
+        warnings.warn("func's step callbacks are not called with per-sample time grids (a 2-D t)", RuntimeWarning,
+                      stacklevel=4)
+        return None
+    return found
+
+
 def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
@@ -320,4 +340,5 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     if t.requires_grad and torch.is_grad_enabled():
         t_grad = t.to(device=state.device, dtype=torch.float64)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
-                   method=method, options=opts, user_norm=user_norm, event_fn=event_fn)
+                   method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
+                   callbacks=_step_callbacks(func, per_row))

@@ -73,10 +73,30 @@ py::dict stats_dict(const SolveStats& s) {
 
 namespace {
 
+// func's callback_step / callback_accept_step / callback_reject_step (each may be None), called
+// as torchdiffeq does: (t0, y0, dt), the times as float64 tensors on the state's device, y0 a tuple
+// for a tuple state.
+std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
+    py::object callbacks, const std::vector<std::vector<int64_t>>& shapes) {
+  if (callbacks.is_none()) return nullptr;
+  py::tuple fns = callbacks;
+  const std::vector<int64_t> sizes = member_sizes(shapes);
+  return [fns, shapes, sizes](StepCallback kind, double t0, const at::Tensor& y, double dt) {
+    py::object fn = fns[static_cast<size_t>(kind)];
+    if (fn.is_none()) return;
+    const auto opts = at::TensorOptions().dtype(at::kDouble).device(y.device());
+    std::vector<at::Tensor> views;
+    py::object state = shapes.empty() ? py::cast(y) : py::object(state_tuple(y, shapes, sizes, &views));
+    fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(dt, opts));
+  };
+}
+
 py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
                 const std::string& method, const py::dict& options,
-                std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn) {
+                std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn,
+                py::object callbacks) {
   PyEventFunction event(event_fn, tuple_shapes);
+  auto on_step = step_callbacks(callbacks, tuple_shapes);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   SolveOptions opts = parse_options(method, options);
   SolveProblem pb;
@@ -90,6 +110,7 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
   }
   if (!t_grad.is_none()) pb.t_grad = t_grad.cast<at::Tensor>();
   if (!event_fn.is_none()) pb.event = &event;
+  pb.on_step = std::move(on_step);
   SolveResult res = solve_ivp(pb, opts);
   if (pb.event) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t);
   return py::make_tuple(res.solution, stats_dict(res.stats));
@@ -105,6 +126,7 @@ void bind_solve(py::module_& m) {
   detail::unique_pyobject_hook() = &unique_pyobject;
   m.def("solve", &solve, py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("t_grad"), py::arg("method"),
         py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"), py::arg("event_fn") = py::none(),
+        py::arg("callbacks") = py::none(),
         "Solve an initial value problem with the native loop; returns (solution, stats), or (solution, stats, "
         "event time) when event_fn is given.");
   py::register_exception_translator([](std::exception_ptr p) {

@@ -56,6 +56,7 @@ class RkSolver {
     TORCH_CHECK(!pb.event || (!pb.per_row && !pb.at_output && !quad_ && n_times_ == 2),
                 "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
                 "at_output");
+    TORCH_CHECK(!pb.on_step || !pb.per_row, "solve_ivp: step callbacks need a single time grid");
     TORCH_CHECK(!pb.event || tab_.adaptive || (o.grid.empty() && o.step_size > 0),
                 "solve_ivp: with an event function, fixed-grid methods need step_size");
     if (quad_) {
@@ -255,6 +256,7 @@ class RkSolver {
       active[r] = plan_[r].active;
     }
     if (t_grad_) h.tensor = step_tensor_with_grad(h);
+    if (pb_.on_step) pb_.on_step(StepCallback::Attempt, t_cur_[0], y_, plan_[0].h);
     at::Tensor y_new = stages(h, active);
     const std::vector<double>& err = estimate(h, y_new);
     ++stats_.n_steps;
@@ -269,6 +271,7 @@ class RkSolver {
         ++stats_.n_rejected;
       }
     }
+    if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, plan_[0].h);
     if (any) advance(h, active, accept, y_new);
     if (tab_.adaptive) {
       for (int64_t r = 0; r < rows_; ++r) {

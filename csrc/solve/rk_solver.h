@@ -17,6 +17,9 @@
 
 namespace node_ext {
 
+// torchdiffeq's step callbacks: before every attempt, and after it is accepted or rejected.
+enum class StepCallback { Attempt, Accept, Reject };
+
 struct SolveProblem {
   Dynamics* f = nullptr;
   at::Tensor y0;                       // contiguous state; its first dimension is the rows when per_row
@@ -35,6 +38,8 @@ struct SolveProblem {
   // from t[0] in the direction of t[1] (t[1] itself is not a bound) until g changes sign; output 1
   // is then the state at the event (see event.h).
   EventFunction* event = nullptr;
+  // Called with the step's start time and state and its signed size (single time grid only).
+  std::function<void(StepCallback kind, double t0, const at::Tensor& y0, double dt)> on_step;
 };
 
 struct SolveResult {

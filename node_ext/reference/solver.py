@@ -165,6 +165,7 @@ class _Solver:
             if self.t_T is not None:
                 h_T = (self.t_grad[link] - self.t_T) if link is not None else torch.tensor(h, dtype=torch.float64)
             hh = h_T if h_T is not None else h
+            self.callback(0, y, h)
             # ---- stages
             k = [k0]
             y_new = None
@@ -204,6 +205,7 @@ class _Solver:
                 if not bool(torch.isfinite(y_new).all()):
                     self.fail(NonFiniteError, "the state became non-finite")
                 err, accept = 0.0, True
+            self.callback(1 if accept else 2, y, h)
             if accept:
                 self.counts["n_accepted"] += 1
                 continues = end != self.t_end
@@ -250,6 +252,18 @@ class _Solver:
             if self.counts["n_steps"] >= self.o["max_num_steps"] and self.t != self.t_end:
                 self.fail(MaxStepsError, "max_num_steps (%d) exceeded" % self.o["max_num_steps"])
         return torch.stack(out)
+
+    def callback(self, which, y, h):
+        """func's callback_step (0), callback_accept_step (1) or callback_reject_step (2), if any."""
+        fn = self.p.callbacks[which] if self.p.callbacks is not None and self.row is None else None
+        if fn is None:
+            return
+        state = y
+        if self.p.shapes is not None:
+            parts = y.split([s.numel() for s in self.p.shapes])
+            state = tuple(q.reshape(s) for q, s in zip(parts, self.p.shapes))
+        as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=y.device)  # noqa: E731
+        fn(as_tensor(self.t), state, as_tensor(h))
 
     # ------------------------------------------------------------------ events
     def event_value(self, t, y, first=False):

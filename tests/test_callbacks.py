@@ -1,0 +1,99 @@
+"""torchdiffeq's step callbacks (callback_step, callback_accept_step, callback_reject_step) on func:
+called once per attempt / acceptance / rejection with the step's start, state and signed size."""
+import warnings
+
+import pytest
+import torch
+
+import node_ext
+from node_ext import reference
+
+
+class Logged(torch.nn.Module):
+    """A stiff-ish linear system (rejections happen) that records every callback."""
+
+    def __init__(self):
+        super().__init__()
+        self.A = torch.tensor([[-0.1, 8.0], [-8.0, -0.1]], dtype=torch.float64)
+        self.log = []
+
+    def forward(self, t, y):
+        return y @ self.A.T
+
+    def callback_step(self, t0, y0, dt):
+        self.log.append(("step", t0.item(), dt.item(), y0.clone()))
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.log.append(("accept", t0.item(), dt.item(), None))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.log.append(("reject", t0.item(), dt.item(), None))
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_callbacks_follow_every_attempt(direction):
+    func = Logged()
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    t = direction * torch.linspace(0, 2, 5, dtype=torch.float64)
+    sol = node_ext.odeint(func, y0, t, rtol=1e-6, atol=1e-8, options=dict(first_step=0.5))
+    stats = node_ext.last_stats()
+    kinds = [entry[0] for entry in func.log]
+    assert kinds.count("step") == stats.n_steps
+    assert kinds.count("accept") == stats.n_accepted and kinds.count("reject") == stats.n_rejected >= 1
+    # Every attempt is followed by its verdict, with the same start and size.
+    for attempt, verdict in zip(func.log[0::2], func.log[1::2]):
+        assert attempt[0] == "step" and verdict[0] in ("accept", "reject") and attempt[1:3] == verdict[1:3]
+    accepted = [e for e in func.log if e[0] == "accept"]
+    assert abs(sum(e[2] for e in accepted) - direction * 2.0) < 1e-12  # signed sizes cover the span
+    assert all(direction * e[2] > 0 for e in accepted)
+    torch.testing.assert_close(func.log[0][3], y0)
+    # The reference solvers call them identically.
+    ref = Logged()
+    torch.testing.assert_close(reference.odeint(ref, y0, t, rtol=1e-6, atol=1e-8, options=dict(first_step=0.5)), sol,
+                               rtol=1e-10, atol=1e-12)
+    assert [e[0] for e in ref.log] == kinds
+    for a, b in zip(ref.log, func.log):
+        assert a[1:3] == pytest.approx(b[1:3], rel=1e-9, abs=1e-13)
+
+
+def test_fixed_grid_tuple_state_and_adjoint():
+    seen = []
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+        def forward(self, t, s):
+            return (self.w * s[1].expand(3), -s[0][:1])
+
+        def callback_accept_step(self, t0, s0, dt):
+            assert isinstance(s0, tuple) and s0[0].shape == (3,) and s0[1].shape == (1,)
+            seen.append(dt.item())
+
+    s0 = (torch.ones(3, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    node_ext.odeint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk4",
+                    options=dict(step_size=0.25))
+    assert seen == [0.25] * 4
+    seen.clear()
+    out = node_ext.odeint_adjoint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk4",
+                                  options=dict(step_size=0.25))
+    out[0].sum().backward()
+    assert seen == [0.25] * 4  # the forward solve's steps; the backward solve calls none
+
+
+def test_bad_callbacks_and_per_sample_grids():
+    class Bad(torch.nn.Module):
+        callback_step = 3
+
+        def forward(self, t, y):
+            return -y
+
+    with pytest.raises(TypeError, match="callback_step must be callable"):
+        node_ext.odeint(Bad(), torch.ones(2), torch.tensor([0.0, 1.0]))
+    func = Logged()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        node_ext.odeint(func, torch.ones(3, 2, dtype=torch.float64),
+                        torch.linspace(0, 1, 3, dtype=torch.float64).expand(3, 3))
+    assert func.log == [] and any("per-sample" in str(w.message) for w in caught)
