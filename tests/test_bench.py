@@ -82,3 +82,20 @@ def test_union_grid_gives_each_sample_its_own_times():
     assert union.shape == per_sample.shape == (6, 5, 2)
     torch.testing.assert_close(union, exact, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(per_sample, exact, rtol=1e-8, atol=1e-9)
+
+
+def test_w7_bounce_times_and_gradients_match_the_closed_form():
+    from node_ext.bench.events import exact_bounce_times, w7
+    g = torch.tensor(9.81, dtype=torch.float64)
+    e = torch.tensor(0.8, dtype=torch.float64)
+    times = exact_bounce_times(g, e, 3)
+    first = (2 * 2.0 / 9.81) ** 0.5
+    assert abs(times[0].item() - first) < 1e-15
+    assert abs(times[1].item() - times[0].item() - 2 * 0.8 * first) < 1e-7  # the 1e-7 lift barely matters
+    rows = {(r["library"], r["mode"]): r for r in w7(quick=True, device="cpu")}
+    assert "no event handling" in rows[("torchode", "backprop")]["skipped"]
+    for mode in ("adjoint", "backprop"):
+        row = rows[("node_ext", mode)]
+        assert row["error"] < 1e-12 and row["nfe"] > 0
+        assert float(row["note"].rsplit("gradient error ", 1)[1]) < 1e-10
+    assert float(rows[("reference", "backprop")]["note"].rsplit("gradient error ", 1)[1]) < 1e-10

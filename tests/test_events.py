@@ -196,3 +196,17 @@ def test_backprop_through_the_solver_equals_adjoint():
         grads.append(torch.autograd.grad(loss, (y0, func.g)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_reference_gradients_through_events_equal_native():
+    # A non-autonomous system, started at a t0 that requires grad (as after a bounce).
+    w = torch.tensor(0.7, **F64, requires_grad=True)
+    f = lambda t, y: torch.stack([y[1], -G + w * torch.sin(t) * torch.ones_like(y[1])])  # noqa: E731
+    y0 = start(2.0, 1.0, grad=True)
+    grads = []
+    for interface in (node_ext.odeint, reference.odeint):
+        t0 = torch.tensor(0.3, **F64, requires_grad=True)
+        event_t, sol = node_ext.odeint_event(f, y0, t0, event_fn=ground, odeint_interface=interface, **TIGHT)
+        grads.append(torch.autograd.grad(event_t + sol[1, 1], (y0, t0, w)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

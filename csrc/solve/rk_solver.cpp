@@ -91,12 +91,13 @@ class RkSolver {
 
  private:
   // ---------------------------------------------------------------- setup
-  void write_initial() {
+  // y0 into output i (recorded by autograd when y0 requires grad).
+  void write_initial(int64_t i = 0) {
     if (c10::GradMode::is_enabled() && pb_.y0.requires_grad()) {
-      solution_.select(0, 0).copy_(pb_.y0);
+      solution_.select(0, i).copy_(pb_.y0);
     } else {
       at::NoGradGuard g;
-      solution_.select(0, 0).copy_(pb_.y0);
+      solution_.select(0, i).copy_(pb_.y0);
     }
   }
 
@@ -627,12 +628,7 @@ class RkSolver {
     }
     if (c0 > 0) return false;
     event_t_ = t0;
-    if (c10::GradMode::is_enabled() && pb_.y0.requires_grad()) {
-      solution_.select(0, 1).copy_(pb_.y0);
-    } else {
-      at::NoGradGuard g;
-      solution_.select(0, 1).copy_(pb_.y0);
-    }
+    write_initial(1);
     return true;
   }
 
@@ -648,10 +644,13 @@ class RkSolver {
     if (dense_.uses_f1) terms.push_back(f1);
     const double t0 = t_cur_[0], step = plan_[0].h;
     const int n = static_cast<int>(terms.size());
+    auto theta_tensor = [&](double theta) {
+      return at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
+    };
     auto c = [&](double theta) {
       at::NoGradGuard g;
-      const at::Tensor th = at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
-      return event_value(rt(t0 + theta * step), kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).select(0, 0));
+      const at::Tensor state = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_tensor(theta)).select(0, 0);
+      return event_value(rt(t0 + theta * step), state);
     };
     // Bracket to a few ulps of the time (in units of theta).
     const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
@@ -662,7 +661,7 @@ class RkSolver {
     if (!kern_.needs_graph(y_, terms, n, &h) && !t_grad_) {
       kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, {theta}, {1});
     } else {
-      at::Tensor th = at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
+      at::Tensor th = theta_tensor(theta);
       // With t[0] requiring grad the steps start from it: theta = (t_event - t) / h keeps the
       // integration's length, t_event - t[0], a function of t[0] (t_event itself is a constant here).
       if (t_grad_) th = ((event_t_ - t_cur_T_) / h.tensor).reshape({1});

@@ -232,6 +232,8 @@ class _Solver:
                     if c_end <= 0:
                         theta = self.bisect_event(y, y_new, k, f1, hh, h, end)
                         self.event_t = self.t if theta == 0 else self.rt(self.t + theta * h)
+                        if self.t_T is not None:  # the length t_event - t[0] depends on t[0]
+                            theta = (self.event_t - self.t_T) / h_T
                         out.append(self.dense(y, y_new, k, f1, hh, theta))
                         return torch.stack(out)
                 y = y_new
