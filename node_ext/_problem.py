@@ -13,6 +13,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from . import scipy_solver
 from .tableaus import method_names, tableau
 
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
@@ -325,13 +326,20 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         state = y0
     if method is None:
         method = "dopri5"
-    names = method_names()
+    names = method_names() + [scipy_solver.METHOD]
     if not isinstance(method, str) or method not in names:
         raise ValueError("unknown method %r; valid methods are: %s" % (method, ", ".join(names)))
-    tab = tableau(method)
     problem_t, per_row = _check_times(t, state, shapes is not None)
     rtol_v, rtol_e = _check_tolerance("rtol", rtol, state, shapes)
     atol_v, atol_e = _check_tolerance("atol", atol, state, shapes)
+    if method == scipy_solver.METHOD:
+        if per_row or event_fn is not None:
+            raise ValueError("method='scipy_solver' takes neither a 2-D t (per-sample grids) nor event_fn")
+        opts, user_norm = scipy_solver.scipy_options(options), None
+        opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
+        return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=None, per_row=False,
+                       method=method, options=opts)
+    tab = tableau(method)
     opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
     if event_fn is not None:

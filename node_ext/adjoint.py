@@ -68,6 +68,9 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     Tuple states and per-sample time grids are supported. With per-sample grids the backward pass
     maps every sample's interval onto a common parameter, so that all samples share steps.
     """
+    if method == "scipy_solver":
+        raise ValueError("method='scipy_solver' is not differentiable and cannot be used with odeint_adjoint; use "
+                         "node_ext.odeint, or an explicit method such as 'dopri5'")
     params = _adjoint_params(func, adjoint_params)
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     problem.t_grad = None  # the forward pass records no graph

@@ -3,7 +3,7 @@ import warnings
 
 import torch
 
-from . import _ops
+from . import _ops, scipy_solver
 from ._problem import build_problem
 from .stats import record
 
@@ -25,7 +25,9 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         rtol, atol: relative and absolute tolerances: positive numbers, Tensors broadcastable to y0,
             or tuples matching a tuple y0.
         method: 'dopri5' (default), 'tsit5', 'dopri8', 'bosh3', 'fehlberg2', 'adaptive_heun', or a
-            fixed-grid method: 'euler', 'midpoint', 'heun2', 'heun3', 'rk4'.
+            fixed-grid method: 'euler', 'midpoint', 'heun2', 'heun3', 'rk4'; or 'scipy_solver'
+            (scipy.integrate.solve_ivp, options solver='LSODA'|'Radau'|'BDF'|..., for stiff problems;
+            not differentiable, see node_ext/scipy_solver.py).
         options: adaptive methods: first_step, min_step, force_min_step, max_step, max_num_steps,
             safety, ifactor, dfactor, controller ('integral' | 'pi' | 'pid'), pcoeff, icoeff, dcoeff,
             step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default).
@@ -63,6 +65,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
 def solve_problem(problem):
     """Runs a validated Problem: natively, or with the reference solvers when _C is unavailable.
     Returns (solution, counts, event time or None)."""
+    if problem.method == scipy_solver.METHOD:
+        return scipy_solver.solve_scipy(problem)
     if _ops.native is None:
         _warn_fallback()
         from .reference.solver import solve_reference
