@@ -37,10 +37,6 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         event_fn: optional ``event_fn(t, y)`` returning a Tensor: the solve runs from t[0] (t must hold
             two times; t[1] only sets the direction) until one of its values changes sign, located on
             the continuous extension to a few ulps of t (see :func:`node_ext.odeint_event`).
-
-    Step callbacks, as torchdiffeq: when func has methods ``callback_step(t0, y0, dt)`` (before every
-    step attempt), ``callback_accept_step`` or ``callback_reject_step`` (after one), they are called
-    with the step's start time, state and signed size (t0 and dt float64 tensors). Not with 2-D t.
         stats: optional :class:`node_ext.SolveStats` that accumulates this solve's counts.
 
     Returns:
@@ -53,6 +49,10 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     Raises:
         ValueError / TypeError: invalid arguments (before anything runs).
         node_ext.SolverError (StepSizeError, MaxStepsError, NonFiniteError): the solve failed.
+
+    Step callbacks, as torchdiffeq: when func has methods ``callback_step(t0, y0, dt)`` (before every
+    step attempt), ``callback_accept_step`` or ``callback_reject_step`` (after one), they are called
+    with the step's start time, state and signed size (t0 and dt float64 tensors). Not with 2-D t.
     """
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     solution, counts, event_t = solve_problem(problem)
