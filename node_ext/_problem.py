@@ -44,6 +44,20 @@ class Problem:
     def n_times(self):
         return self.t.shape[-1]
 
+    def as_state(self, flat):
+        """One flat state (or a state-shaped tensor) as func receives it: the tuple of its members for a
+        tuple state; a tensor state unchanged."""
+        if self.shapes is None:
+            return flat
+        return tuple(p.reshape(s) for p, s in zip(flat.reshape(-1).split([s.numel() for s in self.shapes]),
+                                                  self.shapes))
+
+    def flatten(self, values):
+        """What func returns for a tuple state, concatenated flat; a tensor unchanged."""
+        if self.shapes is None:
+            return values
+        return torch.cat([v.reshape(-1) for v in values])
+
     def unflatten(self, solution):
         """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors."""
         if self.shapes is None:

@@ -157,8 +157,7 @@ def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_
 
 
 def _tuple_like(problem):
-    sizes = [s.numel() for s in problem.shapes]
-    return tuple(p.reshape(s) for p, s in zip(problem.y0.detach().split(sizes), problem.shapes))
+    return problem.as_state(problem.y0.detach())
 
 
 __all__ = ["odeint_adjoint"]

@@ -83,10 +83,7 @@ def _norm_for(problem):
     norm = problem.user_norm
     if norm is None:
         return None
-    if problem.shapes is None:
-        return lambda x: float(norm(x))
-    sizes = [s.numel() for s in problem.shapes]
-    return lambda x: float(norm(tuple(p.reshape(s) for p, s in zip(x.split(sizes), problem.shapes))))
+    return lambda x: float(norm(problem.as_state(x)))
 
 
 def _warn_fallback():

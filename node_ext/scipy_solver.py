@@ -49,27 +49,20 @@ def solve_scipy(problem):
     except ImportError:
         raise ImportError("method='scipy_solver' needs scipy (pip install scipy)") from None
 
-    y0, shapes, func = problem.y0, problem.shapes, problem.func
+    y0, func = problem.y0, problem.func
     times = problem.t.numpy()
     counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0)
     if len(times) < 2:
         return y0.detach().clone()[None][: len(times)], counts, None
-    sizes = [s.numel() for s in shapes] if shapes is not None else None
     direction = 1.0 if times[-1] > times[0] else -1.0
     reached = [float(times[0])]  # the furthest time func was called at: where a failure happened
 
     def fun(t, y):
         if direction * (t - reached[0]) > 0:
             reached[0] = float(t)
-        state = torch.from_numpy(y).to(y0.device, y0.dtype)
-        if shapes is not None:
-            state = tuple(p.reshape(s) for p, s in zip(state.split(sizes), shapes))
-        else:
-            state = state.reshape(y0.shape)
+        state = problem.as_state(torch.from_numpy(y).to(y0.device, y0.dtype).reshape(y0.shape))
         with torch.no_grad():
-            f = func(torch.tensor(t, dtype=y0.dtype, device=y0.device), state)
-        if shapes is not None:
-            f = torch.cat([m.reshape(-1) for m in f])
+            f = problem.flatten(func(torch.tensor(t, dtype=y0.dtype, device=y0.device), state))
         return f.detach().to("cpu", torch.float64).reshape(-1).numpy()
 
     o = problem.options

@@ -73,19 +73,11 @@ class _Solver:
         if self.per_row:
             tt = tt.reshape(1)
         self.counts["n_fev"] += 1
-        shapes = self.p.shapes
-        if shapes is None:
-            return self.p.func(tt, y).to(dtype)
-        parts = y.split([s.numel() for s in shapes])
-        out = self.p.func(tt, tuple(q.reshape(s) for q, s in zip(parts, shapes)))
-        return torch.cat([o.reshape(-1) for o in out]).to(dtype)
+        return self.p.flatten(self.p.func(tt, self.p.as_state(y))).to(dtype)
 
     def norm(self, x):
         if self.p.user_norm is not None:
-            if self.p.shapes is not None:
-                parts = x.split([s.numel() for s in self.p.shapes])
-                return float(self.p.user_norm(tuple(q.reshape(s) for q, s in zip(parts, self.p.shapes))))
-            return float(self.p.user_norm(x))
+            return float(self.p.user_norm(self.p.as_state(x)))
         flat = x.detach().reshape(-1).double()
         rms = [float(g.pow(2).mean().sqrt()) if g.numel() else 0.0 for g in flat.split(self.groups)]
         return max(rms) if not any(math.isnan(v) for v in rms) else math.nan
@@ -260,24 +252,15 @@ class _Solver:
         fn = self.p.callbacks[which] if self.p.callbacks is not None and self.row is None else None
         if fn is None:
             return
-        state = y
-        if self.p.shapes is not None:
-            parts = y.split([s.numel() for s in self.p.shapes])
-            state = tuple(q.reshape(s) for q, s in zip(parts, self.p.shapes))
         as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=y.device)  # noqa: E731
-        fn(as_tensor(self.t), state, as_tensor(h))
+        fn(as_tensor(self.t), self.p.as_state(y), as_tensor(h))
 
     # ------------------------------------------------------------------ events
     def event_value(self, t, y, first=False):
         """min_i g_i(t, y) s_i, the signs s_i taken at the initial point (torchdiffeq's combination)."""
         with torch.no_grad():
             tt = torch.tensor(t, dtype=y.dtype, device=y.device)
-            if self.p.shapes is None:
-                g = self.p.event_fn(tt, y.detach())
-            else:
-                parts = y.detach().split([s.numel() for s in self.p.shapes])
-                g = self.p.event_fn(tt, tuple(q.reshape(s) for q, s in zip(parts, self.p.shapes)))
-            g = g.detach().double().reshape(-1).cpu()
+            g = self.p.event_fn(tt, self.p.as_state(y.detach())).detach().double().reshape(-1).cpu()
             if first:
                 self.event_signs = torch.sign(g)
             c = float((g * self.event_signs).min())
