@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from . import scipy_solver
+from . import adams, scipy_solver
 from .tableaus import method_names, tableau
 
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
@@ -225,7 +225,7 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
         options = {}
     if not isinstance(options, dict):
         raise TypeError("options must be a dict or None, got %s" % type(options).__name__)
-    valid = ADAPTIVE_OPTIONS if tab["adaptive"] else FIXED_OPTIONS
+    valid = ADAPTIVE_OPTIONS if tab["adaptive"] else FIXED_OPTIONS + (adams.OPTIONS if adams.is_adams(method) else ())
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError("unknown option(s) %s for method '%s'; valid options are: %s"
@@ -294,6 +294,8 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
             raise ValueError("options['interp'] must be 'linear' or 'cubic', got %r" % (interp,))
         o["cubic"] = interp == "cubic"
         o["grid"], o["step_size"] = _grid(problem_t, per_row, options, func, y0, t)
+        if adams.is_adams(method):
+            o.update(adams.adams_options(method, options, per_row))
     if shapes is not None and len(shapes) > 1:
         o["norm_groups"] = [int(s.numel()) for s in shapes]
     return o, user_norm
@@ -353,7 +355,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
         return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=None, per_row=False,
                        method=method, options=opts)
-    tab = tableau(method)
+    tab = tableau(adams.STARTER if adams.is_adams(method) else method)
     opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
     if event_fn is not None:

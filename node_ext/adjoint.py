@@ -7,7 +7,7 @@ a_theta] backwards interval by interval, in memory independent of the number of 
 """
 import torch
 
-from . import _ops
+from . import _ops, adams
 from ._problem import build_problem
 from .odeint import solve_problem
 from .stats import record
@@ -19,6 +19,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         with torch.no_grad():
             solution, counts, event_t = solve_problem(problem)
         record(counts, stats)
+        adams.warn_unconverged(counts, problem.method)
         ctx.problem, ctx.adjoint, ctx.stats = problem, adjoint, stats
         # With an event, the backward solve runs from the event time back to t[0].
         ctx.times = problem.t if event_t is None else torch.tensor([float(problem.t[0]), event_t], dtype=torch.float64)
@@ -39,6 +40,7 @@ class _OdeintAdjoint(torch.autograd.Function):
             problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
             adj["options"], shapes, problem.per_row, adj["seminorm"])
         record(counts, ctx.stats, backward=True)
+        adams.warn_unconverged(counts, adj["method"], backward=True)
         if grad_t is not None:
             if problem.event_fn is not None:
                 grad_t = torch.stack([grad_t[0], torch.zeros_like(grad_t[0])])  # t[1] only set the direction

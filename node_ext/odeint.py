@@ -3,7 +3,7 @@ import warnings
 
 import torch
 
-from . import _ops, scipy_solver
+from . import _ops, adams, scipy_solver
 from ._problem import build_problem
 from .stats import record
 
@@ -25,13 +25,15 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         rtol, atol: relative and absolute tolerances: positive numbers, Tensors broadcastable to y0,
             or tuples matching a tuple y0.
         method: 'dopri5' (default), 'tsit5', 'dopri8', 'bosh3', 'fehlberg2', 'adaptive_heun', or a
-            fixed-grid method: 'euler', 'midpoint', 'heun2', 'heun3', 'rk4'; or 'scipy_solver'
+            fixed-grid method: 'euler', 'midpoint', 'heun2', 'heun3', 'rk4', the multistep
+            'explicit_adams', 'implicit_adams' (alias 'fixed_adams', see node_ext/adams.py); or 'scipy_solver'
             (scipy.integrate.solve_ivp, options solver='LSODA'|'Radau'|'BDF'|..., for stiff problems;
             not differentiable, see node_ext/scipy_solver.py).
         options: adaptive methods: first_step, min_step, force_min_step, max_step, max_num_steps,
             safety, ifactor, dfactor, controller ('integral' | 'pi' | 'pid'), pcoeff, icoeff, dcoeff,
             step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default).
-            Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic').
+            Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic');
+            Adams methods also max_order (default 12) and max_iters (default 4).
             Unlike torchdiffeq, a step that would need to be smaller than min_step raises
             StepSizeError unless force_min_step=True (then it is accepted, as torchdiffeq does).
         event_fn: optional ``event_fn(t, y)`` returning a Tensor: the solve runs from t[0] (t must hold
@@ -57,6 +59,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     solution, counts, event_t = solve_problem(problem)
     record(counts, stats)
+    adams.warn_unconverged(counts, problem.method)
     if event_fn is None:
         return problem.unflatten(solution)
     return torch.tensor(event_t, dtype=t.dtype, device=t.device), problem.unflatten(solution)

@@ -10,12 +10,13 @@ Every solve records its counts; read them in one of two ways:
 
 Counts: ``n_fev`` (dynamics evaluations), ``n_steps`` (step attempts; for per-sample time grids a
 batched attempt counts once), ``n_accepted`` / ``n_rejected`` (per sample, summed, for per-sample
-grids), ``n_solves``.
+grids), ``n_unconverged`` (implicit_adams: steps whose corrector iteration did not converge),
+``n_solves``.
 """
 import threading
 from dataclasses import dataclass, fields
 
-_FIELDS = ("n_fev", "n_steps", "n_accepted", "n_rejected")
+_FIELDS = ("n_fev", "n_steps", "n_accepted", "n_rejected", "n_unconverged")
 
 
 @dataclass
@@ -24,11 +25,13 @@ class SolveStats:
     n_steps: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    n_unconverged: int = 0
     n_solves: int = 0
     n_fev_backward: int = 0
     n_steps_backward: int = 0
     n_accepted_backward: int = 0
     n_rejected_backward: int = 0
+    n_unconverged_backward: int = 0
     n_solves_backward: int = 0
 
     def add(self, counts, backward=False):

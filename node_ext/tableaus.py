@@ -5,6 +5,7 @@ import os
 import re
 
 from . import _ops
+from .adams import METHODS as ADAMS_METHODS
 
 _ARRAY = re.compile(r"inline constexpr double (\w+)\[\] = \{([^}]*)\};")
 _ROW = re.compile(r'\{"(\w+)", (\d+), (\d+), (true|false), (true|false), (\w+::\w+|nullptr), (\w+::\w+|nullptr), '
@@ -44,8 +45,13 @@ def _parsed():
 
 
 def method_names():
-    """Every method, in tableau order."""
-    return list(_method_names())
+    """Every method: the Runge-Kutta methods in tableau order, then the Adams methods."""
+    return list(_method_names()) + list(ADAMS_METHODS)
+
+
+def is_adaptive(method):
+    """True for the methods with an error estimate and step-size control."""
+    return method not in ADAMS_METHODS and tableau(method)["adaptive"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -83,3 +83,4 @@ def scipy_reference(f, y0, t, rtol=1e-12, atol=1e-12):
 
 ADAPTIVE = ("adaptive_heun", "fehlberg2", "bosh3", "dopri5", "tsit5", "dopri8")
 FIXED = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+ADAMS = ("explicit_adams", "implicit_adams", "fixed_adams")  # multistep, on fixed grids

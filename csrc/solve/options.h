@@ -23,8 +23,17 @@ struct ControllerOptions {
   double dcoeff = 0.0;
 };
 
+// Adams methods (see adams.h): the tableau is then the 3/8 rule that starts them.
+struct MultistepOptions {
+  bool enabled = false;
+  bool implicit = false;  // Adams-Moulton correction of the Adams-Bashforth prediction
+  int max_order = 12;     // up to max_order - 1 stored derivatives (torchdiffeq's convention)
+  int max_iters = 4;      // functional iterations of the corrector
+};
+
 struct SolveOptions {
   const Tableau* tableau = nullptr;
+  MultistepOptions adams;
   double rtol = 1e-7;
   double atol = 1e-9;
   at::Tensor rtol_elem;  // optional float64, one per state element (on the state's device)

@@ -3,6 +3,7 @@
 // by node_ext/odeint.py.
 #include <torch/extension.h>
 
+#include "solve/adams.h"
 #include "solve/py_common.h"
 #include "solve/py_dynamics.h"
 #include "solve/py_event.h"
@@ -30,8 +31,15 @@ std::vector<double> doubles(const at::Tensor& t) {
 
 SolveOptions parse_options(const std::string& method, const py::dict& d) {
   SolveOptions o;
-  o.tableau = find_tableau(method);
+  const int adams = adams_kind(method);
+  o.tableau = find_tableau(adams ? "rk4" : method);
   if (!o.tableau) throw py::value_error("node_ext._C.solve: unknown method '" + method + "'");
+  if (adams) {
+    o.adams.enabled = true;
+    o.adams.implicit = adams == 2;
+    o.adams.max_order = get<int>(d, "max_order");
+    o.adams.max_iters = get<int>(d, "max_iters");
+  }
   o.rtol = get<double>(d, "rtol");
   o.atol = get<double>(d, "atol");
   if (!d["rtol_elem"].is_none()) o.rtol_elem = d["rtol_elem"].cast<at::Tensor>();
@@ -68,6 +76,7 @@ py::dict stats_dict(const SolveStats& s) {
   d["n_steps"] = s.n_steps;
   d["n_accepted"] = s.n_accepted;
   d["n_rejected"] = s.n_rejected;
+  d["n_unconverged"] = s.n_unconverged;
   return d;
 }
 

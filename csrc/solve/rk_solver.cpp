@@ -1,742 +1,504 @@
-#include "solve/rk_solver.h"
-
-#include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
-
-#include <algorithm>
-#include <memory>
-#include <cmath>
-#include <limits>
-#include <sstream>
-
-#include "solve/controller.h"
-#include "solve/dense_output.h"
-#include "solve/step_kernels.h"
-#include "solve/tensor_pool.h"
+#include "solve/rk_solver_impl.h"
 
 namespace node_ext {
-namespace {
+namespace rk_detail {
 
-std::string str(double v) {
-  std::ostringstream s;
-  s.precision(12);
-  s << v;
-  return s.str();
+RkSolver::RkSolver(const SolveProblem& pb, const SolveOptions& o)
+    : pb_(pb),
+      o_(o),
+      tab_(*o.tableau),
+      rows_(pb.per_row ? pb.y0.size(0) : 1),
+      n_times_(static_cast<int64_t>(pb.t[0].size())),
+      kern_(pb.y0, rows_, pb.per_row, o),
+      ctrl_(o.controller, tab_.order, rows_),
+      dense_(make_dense_output(tab_, o.cubic_interp)),
+      t_grad_(pb.t_grad.defined() && c10::GradMode::is_enabled() && pb.t_grad.requires_grad()),
+      quad_(pb.f->quadrature_size() > 0),
+      adams_(o.adams.enabled) {
+  const auto opts = pb.y0.options().device(at::kCPU).requires_grad(false);
+  time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
+  time_pool_ = TensorPool(time_pool_like_, 8);
+  TORCH_CHECK(!pb.at_output || !pb.per_row, "solve_ivp: at_output needs a single time grid");
+  TORCH_CHECK(!pb.event || (!pb.per_row && !pb.at_output && !quad_ && n_times_ == 2),
+              "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
+              "at_output");
+  TORCH_CHECK(!pb.on_step || !pb.per_row, "solve_ivp: step callbacks need a single time grid");
+  if (adams_) {
+    TORCH_CHECK(!pb.per_row && !tab_.adaptive && o.adams.max_order >= 1 && o.adams.max_iters >= 1,
+                "solve_ivp: Adams methods need a single time grid, a fixed-grid starter, max_order >= 1 and "
+                "max_iters >= 1");
+    history_ = std::make_unique<AdamsHistory>(std::max(1, o.adams.max_order - 1));
+  }
+  TORCH_CHECK(!pb.event || tab_.adaptive || (o.grid.empty() && o.step_size > 0),
+              "solve_ivp: with an event function, fixed-grid methods need step_size");
+  if (quad_) {
+    TORCH_CHECK(!pb.per_row, "solve_ivp: quadrature terms need a single time grid");
+    TORCH_CHECK(pb.q0.defined() && pb.q0.numel() == pb.f->quadrature_size(),
+                "solve_ivp: q0 must hold the dynamics' ", pb.f->quadrature_size(), " quadrature terms");
+    qopts_ = o;
+    qopts_.norm_groups = pb.q_groups;
+    qopts_.rtol_elem = at::Tensor();
+    qopts_.atol_elem = at::Tensor();
+    qopts_.user_norm = nullptr;
+    q_ = pb.q0.detach().contiguous().clone();
+    qkern_ = std::make_unique<StepKernels>(q_, 1, false, qopts_);
+  }
 }
 
-// Where the current attempt of one row goes.
-struct RowPlan {
-  bool active = false;   // the row still has time to cover
-  double h = 0.0;        // signed step
-  double end = 0.0;      // t + h, exact when the step lands on a boundary
-  bool lands = false;    // the step ends exactly on a boundary (end of t, grid point, step_t, jump_t)
-  int64_t output = -1;   // index of the output time it lands on, if any
-  int64_t link = -1;     // output whose time tensor defines the step end (gradients w.r.t. t)
-  bool on_jump = false;  // lands on a jump_t point
-  bool on_step = false;  // lands on a step_t point
-};
+SolveResult RkSolver::run() {
+  std::vector<int64_t> shape{n_times_};
+  shape.insert(shape.end(), pb_.y0.sizes().begin(), pb_.y0.sizes().end());
+  solution_ = at::empty(shape, pb_.y0.options());
+  if (n_times_ == 0) return {solution_, q_result_, stats_};
+  write_initial();
+  if (quad_) q_result_ = pb_.q0.detach().clone();
+  if (n_times_ == 1) return {solution_, q_result_, stats_};
+  if (pb_.event && event_at_start()) return {solution_, q_result_, stats_, event_t_};
+  setup();
+  while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
+  assemble_recorded_outputs();
+  if (quad_) q_result_ = q_;
+  return {solution_, q_result_, stats_, event_t_};
+}
 
-class RkSolver {
- public:
-  RkSolver(const SolveProblem& pb, const SolveOptions& o)
-      : pb_(pb),
-        o_(o),
-        tab_(*o.tableau),
-        rows_(pb.per_row ? pb.y0.size(0) : 1),
-        n_times_(static_cast<int64_t>(pb.t[0].size())),
-        kern_(pb.y0, rows_, pb.per_row, o),
-        ctrl_(o.controller, tab_.order, rows_),
-        dense_(make_dense_output(tab_, o.cubic_interp)),
-        t_grad_(pb.t_grad.defined() && c10::GradMode::is_enabled() && pb.t_grad.requires_grad()),
-        quad_(pb.f->quadrature_size() > 0) {
-    const auto opts = pb.y0.options().device(at::kCPU).requires_grad(false);
-    time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
-    time_pool_ = TensorPool(time_pool_like_, 8);
-    TORCH_CHECK(!pb.at_output || !pb.per_row, "solve_ivp: at_output needs a single time grid");
-    TORCH_CHECK(!pb.event || (!pb.per_row && !pb.at_output && !quad_ && n_times_ == 2),
-                "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
-                "at_output");
-    TORCH_CHECK(!pb.on_step || !pb.per_row, "solve_ivp: step callbacks need a single time grid");
-    TORCH_CHECK(!pb.event || tab_.adaptive || (o.grid.empty() && o.step_size > 0),
-                "solve_ivp: with an event function, fixed-grid methods need step_size");
-    if (quad_) {
-      TORCH_CHECK(!pb.per_row, "solve_ivp: quadrature terms need a single time grid");
-      TORCH_CHECK(pb.q0.defined() && pb.q0.numel() == pb.f->quadrature_size(),
-                  "solve_ivp: q0 must hold the dynamics' ", pb.f->quadrature_size(), " quadrature terms");
-      qopts_ = o;
-      qopts_.norm_groups = pb.q_groups;
-      qopts_.rtol_elem = at::Tensor();
-      qopts_.atol_elem = at::Tensor();
-      qopts_.user_norm = nullptr;
-      q_ = pb.q0.detach().contiguous().clone();
-      qkern_ = std::make_unique<StepKernels>(q_, 1, false, qopts_);
+void RkSolver::setup() {
+  const int64_t R = rows_;
+  t_cur_.resize(R);
+  t_end_.resize(R);
+  for (int64_t r = 0; r < R; ++r) {
+    t_cur_[r] = pb_.t[r].front();
+    t_end_[r] = pb_.t[r].back();
+  }
+  dir_ = t_end_[0] > t_cur_[0] ? 1.0 : -1.0;
+  next_out_.assign(R, 1);
+  if (pb_.event) {
+    // No end but the event: output 1 is written when it is found.
+    t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
+    next_out_[0] = n_times_;
+  }
+  done_.assign(R, 0);
+  plan_.assign(R, RowPlan());
+  grid_pos_.assign(R, 0);
+  step_pos_.assign(R, 0);
+  jump_pos_.assign(R, 0);
+  k_.resize(tab_.stages);
+  use_tableau_weights();
+  y_ = pb_.y0;
+  if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
+  step_size_grid_ = !tab_.adaptive && o_.grid.empty() && o_.step_size > 0;
+  segment_.assign(R, 1);
+  std::vector<char> all(R, 1);
+  k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
+  if (tab_.adaptive) {
+    h_abs_.assign(R, o_.first_step);
+    if (o_.first_step <= 0) initial_step();
+  }
+}
+
+double RkSolver::next_step_size_point(int64_t r) {
+  const std::vector<double>& t = pb_.t[r];
+  const size_t last = t.size() - 1;
+  if (pb_.at_output) {
+    while (segment_[r] < last && t[segment_[r]] == t_cur_[r]) {  // landed on (or repeated) output times
+      ++segment_[r];
+      grid_pos_[r] = 0;
     }
   }
+  const double t0 = pb_.at_output ? t[segment_[r] - 1] : t.front(), t1 = pb_.at_output ? t[segment_[r]] : t_end_[r];
+  const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
+  const double n = std::ceil(std::abs(t1 - t0) / h), i = static_cast<double>(grid_pos_[r] + 1);
+  const double x = t0 + dir * i * h;
+  return i < n && dir * (t1 - x) > 0 ? x : t1;
+}
 
-  SolveResult run() {
-    std::vector<int64_t> shape{n_times_};
-    shape.insert(shape.end(), pb_.y0.sizes().begin(), pb_.y0.sizes().end());
-    solution_ = at::empty(shape, pb_.y0.options());
-    if (n_times_ == 0) return {solution_, q_result_, stats_};
-    write_initial();
-    if (quad_) q_result_ = pb_.q0.detach().clone();
-    if (n_times_ == 1) return {solution_, q_result_, stats_};
-    if (pb_.event && event_at_start()) return {solution_, q_result_, stats_, event_t_};
-    setup();
-    while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
-    assemble_recorded_outputs();
-    if (quad_) q_result_ = q_;
-    return {solution_, q_result_, stats_, event_t_};
+void RkSolver::initial_step() {
+  const int64_t R = rows_;
+  StepSize one{std::vector<double>(R, 1.0), at::Tensor(), pb_.per_row};
+  const double w1[1] = {1.0};
+  std::vector<at::Tensor> ky{y_.detach()}, kf{k_first_.detach()};
+  const std::vector<double> d0 = kern_.scaled_norm(y_, ky, w1, 1, one);
+  const std::vector<double> d1 = kern_.scaled_norm(y_, kf, w1, 1, one);
+  StepSize h0{std::vector<double>(R), at::Tensor(), pb_.per_row};
+  std::vector<double> t1(R);
+  for (int64_t r = 0; r < R; ++r) {
+    if (!std::isfinite(d1[r])) fail(FailureKind::NonFinite, r, "the dynamics at the initial time are not finite");
+    double h = (d0[r] < 1e-5 || d1[r] < 1e-5) ? 1e-6 : 0.01 * d0[r] / d1[r];
+    h = std::min(h, std::abs(t_end_[r] - t_cur_[r]));
+    h0.host[r] = dir_ * h;
+    t1[r] = t_cur_[r] + dir_ * h;
   }
-
- private:
-  // ---------------------------------------------------------------- setup
-  // y0 into output i (recorded by autograd when y0 requires grad).
-  void write_initial(int64_t i = 0) {
-    if (c10::GradMode::is_enabled() && pb_.y0.requires_grad()) {
-      solution_.select(0, i).copy_(pb_.y0);
-    } else {
-      at::NoGradGuard g;
-      solution_.select(0, i).copy_(pb_.y0);
-    }
-  }
-
-  void setup() {
-    const int64_t R = rows_;
-    t_cur_.resize(R);
-    t_end_.resize(R);
-    for (int64_t r = 0; r < R; ++r) {
-      t_cur_[r] = pb_.t[r].front();
-      t_end_[r] = pb_.t[r].back();
-    }
-    dir_ = t_end_[0] > t_cur_[0] ? 1.0 : -1.0;
-    next_out_.assign(R, 1);
-    if (pb_.event) {
-      // No end but the event: output 1 is written when it is found.
-      t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
-      next_out_[0] = n_times_;
-    }
-    done_.assign(R, 0);
-    plan_.assign(R, RowPlan());
-    grid_pos_.assign(R, 0);
-    step_pos_.assign(R, 0);
-    jump_pos_.assign(R, 0);
-    k_.resize(tab_.stages);
-    y_ = pb_.y0;
-    if (t_grad_) t_cur_T_ = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
-    step_size_grid_ = !tab_.adaptive && o_.grid.empty() && o_.step_size > 0;
-    segment_.assign(R, 1);
+  at::Tensor y1, f1;
+  {
+    at::NoGradGuard g;
+    y1 = kern_.combine(y_.detach(), kf, w1, 1, h0);
     std::vector<char> all(R, 1);
-    k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
-    if (tab_.adaptive) {
-      h_abs_.assign(R, o_.first_step);
-      if (o_.first_step <= 0) initial_step();
-    }
+    f1 = eval(t1, all, 0, at::Tensor(), y1);
   }
-
-  // The next point of the grid t0, t0 + h, t0 + 2h, ..., t1 that step_size defines on row r, after the
-  // point that is grid_pos_[r] steps past t0: a last (shorter) step lands on t1, never a point at or past
-  // it. With output times to land on, every output interval is such a piece, from its own start. The grid
-  // is computed as the solve goes and never stored, so memory does not grow with the number of steps.
-  double next_step_size_point(int64_t r) {
-    const std::vector<double>& t = pb_.t[r];
-    const size_t last = t.size() - 1;
-    if (pb_.at_output) {
-      while (segment_[r] < last && t[segment_[r]] == t_cur_[r]) {  // landed on (or repeated) output times
-        ++segment_[r];
-        grid_pos_[r] = 0;
-      }
-    }
-    const double t0 = pb_.at_output ? t[segment_[r] - 1] : t.front(), t1 = pb_.at_output ? t[segment_[r]] : t_end_[r];
-    const double h = o_.step_size, dir = t1 >= t0 ? 1.0 : -1.0;
-    const double n = std::ceil(std::abs(t1 - t0) / h), i = static_cast<double>(grid_pos_[r] + 1);
-    const double x = t0 + dir * i * h;
-    return i < n && dir * (t1 - x) > 0 ? x : t1;
-  }
-
-  // The Hairer-Norsett-Wanner initial step (Solving ODEs I, II.4), per row, as torchdiffeq does it
-  // but never evaluating f beyond the end of the span.
-  void initial_step() {
-    const int64_t R = rows_;
-    StepSize one{std::vector<double>(R, 1.0), at::Tensor(), pb_.per_row};
-    const double w1[1] = {1.0};
-    std::vector<at::Tensor> ky{y_.detach()}, kf{k_first_.detach()};
-    const std::vector<double> d0 = kern_.scaled_norm(y_, ky, w1, 1, one);
-    const std::vector<double> d1 = kern_.scaled_norm(y_, kf, w1, 1, one);
-    StepSize h0{std::vector<double>(R), at::Tensor(), pb_.per_row};
-    std::vector<double> t1(R);
-    for (int64_t r = 0; r < R; ++r) {
-      if (!std::isfinite(d1[r])) fail(FailureKind::NonFinite, r, "the dynamics at the initial time are not finite");
-      double h = (d0[r] < 1e-5 || d1[r] < 1e-5) ? 1e-6 : 0.01 * d0[r] / d1[r];
-      h = std::min(h, std::abs(t_end_[r] - t_cur_[r]));
-      h0.host[r] = dir_ * h;
-      t1[r] = t_cur_[r] + dir_ * h;
-    }
-    at::Tensor y1, f1;
-    {
-      at::NoGradGuard g;
-      y1 = kern_.combine(y_.detach(), kf, w1, 1, h0);
-      std::vector<char> all(R, 1);
-      f1 = eval(t1, all, 0, at::Tensor(), y1);
-    }
-    StepSize inv{std::vector<double>(R), at::Tensor(), pb_.per_row};
-    for (int64_t r = 0; r < R; ++r) inv.host[r] = 1.0 / std::abs(h0.host[r]);
-    const double wd[2] = {1.0, -1.0};
-    std::vector<at::Tensor> kd{f1.detach(), k_first_.detach()};
-    const std::vector<double> d2 = kern_.scaled_norm(y_, kd, wd, 2, inv);
-    for (int64_t r = 0; r < R; ++r) {
-      const double h = std::abs(h0.host[r]);
-      double h1;
-      if (d1[r] <= 1e-15 && d2[r] <= 1e-15) {
-        h1 = std::max(1e-6, h * 1e-3);
-      } else {
-        h1 = std::pow(0.01 / std::max(d1[r], d2[r]), 1.0 / tab_.order);
-      }
-      h_abs_[r] = std::isfinite(h1) ? std::min(100.0 * h, h1) : 100.0 * h;
-    }
-  }
-
-  // ---------------------------------------------------------------- dynamics calls
-  double rt(double v) const { return o_.time_float32 ? static_cast<double>(static_cast<float>(v)) : v; }
-
-  // One ulp of the state dtype away from v: forward (+1) or back (-1) along the integration.
-  double perturbed(double v, int perturb) const {
-    if (perturb == 0) return v;
-    const double toward = perturb * dir_ * std::numeric_limits<double>::infinity();
-    if (pb_.y0.scalar_type() == at::kFloat) {
-      return static_cast<double>(std::nextafter(static_cast<float>(v), static_cast<float>(toward)));
-    }
-    return std::nextafter(v, toward);
-  }
-
-  // The time argument of f: a tensor of the state's dtype, shape () or (rows,), perturbed by one
-  // ulp on the active rows when asked. CPU time tensors come from a pool (see tensor_pool.h).
-  at::Tensor time_values(const std::vector<double>& v, const std::vector<char>* active, int perturb) {
-    const bool cpu = pb_.y0.device().is_cpu();
-    at::Tensor t = cpu ? time_pool_.acquire() : at::empty_like(time_pool_like_);
-    auto value = [&](int64_t r) { return (perturb != 0 && (*active)[r]) ? perturbed(v[r], perturb) : v[r]; };
-    if (t.scalar_type() == at::kFloat) {
-      float* p = t.data_ptr<float>();
-      for (int64_t r = 0; r < rows_; ++r) p[r] = static_cast<float>(value(r));
+  StepSize inv{std::vector<double>(R), at::Tensor(), pb_.per_row};
+  for (int64_t r = 0; r < R; ++r) inv.host[r] = 1.0 / std::abs(h0.host[r]);
+  const double wd[2] = {1.0, -1.0};
+  std::vector<at::Tensor> kd{f1.detach(), k_first_.detach()};
+  const std::vector<double> d2 = kern_.scaled_norm(y_, kd, wd, 2, inv);
+  for (int64_t r = 0; r < R; ++r) {
+    const double h = std::abs(h0.host[r]);
+    double h1;
+    if (d1[r] <= 1e-15 && d2[r] <= 1e-15) {
+      h1 = std::max(1e-6, h * 1e-3);
     } else {
-      double* p = t.data_ptr<double>();
-      for (int64_t r = 0; r < rows_; ++r) p[r] = value(r);
+      h1 = std::pow(0.01 / std::max(d1[r], d2[r]), 1.0 / tab_.order);
     }
-    if (!cpu) return t.to(pb_.y0.device());
-    return t;
+    h_abs_[r] = std::isfinite(h1) ? std::min(100.0 * h, h1) : 100.0 * h;
   }
+}
 
-  // f at `times` (perturbed on the active rows), or at the differentiable time expression t_expr.
-  at::Tensor eval(const std::vector<double>& times, const std::vector<char>& active, int perturb,
-                  const at::Tensor& t_expr, const at::Tensor& y, at::Tensor* dq = nullptr) {
-    at::Tensor t;
-    if (t_expr.defined()) {
-      t = t_expr.to(pb_.y0.scalar_type());
-      if (perturb != 0) t = t + (time_values(times, &active, perturb) - time_values(times, nullptr, 0));
+double RkSolver::perturbed(double v, int perturb) const {
+  if (perturb == 0) return v;
+  const double toward = perturb * dir_ * std::numeric_limits<double>::infinity();
+  if (pb_.y0.scalar_type() == at::kFloat) {
+    return static_cast<double>(std::nextafter(static_cast<float>(v), static_cast<float>(toward)));
+  }
+  return std::nextafter(v, toward);
+}
+
+at::Tensor RkSolver::time_values(const std::vector<double>& v, const std::vector<char>* active, int perturb) {
+  const bool cpu = pb_.y0.device().is_cpu();
+  at::Tensor t = cpu ? time_pool_.acquire() : at::empty_like(time_pool_like_);
+  auto value = [&](int64_t r) { return (perturb != 0 && (*active)[r]) ? perturbed(v[r], perturb) : v[r]; };
+  if (t.scalar_type() == at::kFloat) {
+    float* p = t.data_ptr<float>();
+    for (int64_t r = 0; r < rows_; ++r) p[r] = static_cast<float>(value(r));
+  } else {
+    double* p = t.data_ptr<double>();
+    for (int64_t r = 0; r < rows_; ++r) p[r] = value(r);
+  }
+  if (!cpu) return t.to(pb_.y0.device());
+  return t;
+}
+
+at::Tensor RkSolver::eval(const std::vector<double>& times, const std::vector<char>& active, int perturb,
+                          const at::Tensor& t_expr, const at::Tensor& y, at::Tensor* dq) {
+  at::Tensor t;
+  if (t_expr.defined()) {
+    t = t_expr.to(pb_.y0.scalar_type());
+    if (perturb != 0) t = t + (time_values(times, &active, perturb) - time_values(times, nullptr, 0));
+  } else {
+    t = time_values(times, &active, perturb);
+  }
+  ++stats_.n_fev;
+  if (dq) return pb_.f->eval(t, y, dq);
+  return (*pb_.f)(t, y);
+}
+
+void RkSolver::attempt() {
+  plan();
+  StepSize& h = step_;
+  std::vector<char>& active = active_;
+  std::vector<char>& accept = accept_;
+  h.host.resize(rows_);
+  h.tensor = at::Tensor();
+  h.per_row = pb_.per_row;
+  active.assign(rows_, 0);
+  accept.assign(rows_, 0);
+  for (int64_t r = 0; r < rows_; ++r) {
+    h.host[r] = plan_[r].h;
+    active[r] = plan_[r].active;
+  }
+  if (t_grad_) h.tensor = step_tensor_with_grad(h);
+  if (pb_.on_step) pb_.on_step(StepCallback::Attempt, t_cur_[0], y_, plan_[0].h);
+  at::Tensor y_new = stages(h, active);
+  const std::vector<double>& err = estimate(h, y_new);
+  ++stats_.n_steps;
+  bool any = false;
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (!active[r]) continue;
+    accept[r] = decide(r, err[r]);
+    any = any || accept[r];
+    if (accept[r]) {
+      ++stats_.n_accepted;
     } else {
-      t = time_values(times, &active, perturb);
+      ++stats_.n_rejected;
     }
-    ++stats_.n_fev;
-    if (dq) return pb_.f->eval(t, y, dq);
-    return (*pb_.f)(t, y);
   }
-
-  // ---------------------------------------------------------------- one attempt
-  void attempt() {
-    plan();
-    StepSize& h = step_;
-    std::vector<char>& active = active_;
-    std::vector<char>& accept = accept_;
-    h.host.resize(rows_);
-    h.tensor = at::Tensor();
-    h.per_row = pb_.per_row;
-    active.assign(rows_, 0);
-    accept.assign(rows_, 0);
-    for (int64_t r = 0; r < rows_; ++r) {
-      h.host[r] = plan_[r].h;
-      active[r] = plan_[r].active;
-    }
-    if (t_grad_) h.tensor = step_tensor_with_grad(h);
-    if (pb_.on_step) pb_.on_step(StepCallback::Attempt, t_cur_[0], y_, plan_[0].h);
-    at::Tensor y_new = stages(h, active);
-    const std::vector<double>& err = estimate(h, y_new);
-    ++stats_.n_steps;
-    bool any = false;
+  if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, plan_[0].h);
+  if (any) advance(h, active, accept, y_new);
+  if (tab_.adaptive) {
     for (int64_t r = 0; r < rows_; ++r) {
       if (!active[r]) continue;
-      accept[r] = decide(r, err[r]);
-      any = any || accept[r];
-      if (accept[r]) {
-        ++stats_.n_accepted;
-      } else {
-        ++stats_.n_rejected;
-      }
-    }
-    if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, plan_[0].h);
-    if (any) advance(h, active, accept, y_new);
-    if (tab_.adaptive) {
-      for (int64_t r = 0; r < rows_; ++r) {
-        if (!active[r]) continue;
-        double next = ctrl_.next_step(r, std::abs(plan_[r].h), err[r], accept[r]);
-        h_abs_[r] = std::min(std::max(next, o_.min_step), o_.max_step);
-      }
-    }
-    if (stats_.n_steps >= o_.max_num_steps && std::find(done_.begin(), done_.end(), 0) != done_.end()) {
-      int64_t r = std::find(done_.begin(), done_.end(), 0) - done_.begin();
-      fail(FailureKind::MaxStepsExceeded, r,
-           "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded " +
-               (pb_.event ? std::string("before event_fn changed sign") : "before reaching t = " + str(t_end_[r])));
+      double next = ctrl_.next_step(r, std::abs(plan_[r].h), err[r], accept[r]);
+      h_abs_[r] = std::min(std::max(next, o_.min_step), o_.max_step);
     }
   }
+  if (stats_.n_steps >= o_.max_num_steps && std::find(done_.begin(), done_.end(), 0) != done_.end()) {
+    int64_t r = std::find(done_.begin(), done_.end(), 0) - done_.begin();
+    fail(FailureKind::MaxStepsExceeded, r,
+         "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded " +
+             (pb_.event ? std::string("before event_fn changed sign") : "before reaching t = " + str(t_end_[r])));
+  }
+}
 
-  // Chooses the step of every row: the controller's size (or the next grid point), clipped to the
-  // next boundary.
-  void plan() {
-    const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
-    for (int64_t r = 0; r < rows_; ++r) {
-      RowPlan p;
-      p.active = !done_[r];
-      if (!p.active) {
-        plan_[r] = p;
-        continue;
+void RkSolver::plan() {
+  const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
+  for (int64_t r = 0; r < rows_; ++r) {
+    RowPlan p;
+    p.active = !done_[r];
+    if (!p.active) {
+      plan_[r] = p;
+      continue;
+    }
+    const double t = t_cur_[r];
+    double boundary;
+    if (tab_.adaptive) {
+      boundary = t_end_[r];
+      if (pb_.at_output && next_out_[r] < n_times_) boundary = pb_.t[r][next_out_[r]];
+      while (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - t) <= 0) ++step_pos_[r];
+      while (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - t) <= 0) ++jump_pos_[r];
+      if (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - boundary) < 0) {
+        boundary = o_.step_t[step_pos_[r]];
       }
-      const double t = t_cur_[r];
-      double boundary;
-      if (tab_.adaptive) {
-        boundary = t_end_[r];
-        if (pb_.at_output && next_out_[r] < n_times_) boundary = pb_.t[r][next_out_[r]];
-        while (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - t) <= 0) ++step_pos_[r];
-        while (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - t) <= 0) ++jump_pos_[r];
-        if (step_pos_[r] < o_.step_t.size() && dir_ * (o_.step_t[step_pos_[r]] - boundary) < 0) {
-          boundary = o_.step_t[step_pos_[r]];
-        }
-        if (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - boundary) <= 0) {
-          boundary = o_.jump_t[jump_pos_[r]];
-        }
-        const double remaining = std::abs(boundary - t);
-        const double ha = h_abs_[r];
-        if (ha >= remaining) {
-          p.lands = true;
-          p.h = boundary - t;
-          p.end = boundary;
-        } else {
-          p.h = dir_ * ha;
-          p.end = rt(t + p.h);
-          if (std::abs(p.h) <= 4 * eps * std::max(std::abs(t), std::abs(p.end)) || p.end == t) {
-            fail(last_nonfinite_ ? FailureKind::NonFinite : FailureKind::StepSizeUnderflow, r,
-                 last_nonfinite_ ? "the error estimate stayed non-finite (NaN/Inf in the state or the dynamics) "
-                                   "while the step size shrank to " + str(ha)
-                                 : "step size underflow: |h| = " + str(ha) +
-                                       " is below machine precision relative to t; the dynamics may be stiff or "
-                                       "singular here");
-          }
-        }
-        p.on_step = p.lands && step_pos_[r] < o_.step_t.size() && boundary == o_.step_t[step_pos_[r]];
-        p.on_jump = p.lands && jump_pos_[r] < o_.jump_t.size() && boundary == o_.jump_t[jump_pos_[r]];
-      } else {
-        if (step_size_grid_) {
-          boundary = next_step_size_point(r);
-        } else {
-          const std::vector<double>& grid = !o_.grid.empty() ? o_.grid[pb_.per_row ? r : 0] : pb_.t[r];
-          boundary = grid[grid_pos_[r] + 1];
-        }
+      if (jump_pos_[r] < o_.jump_t.size() && dir_ * (o_.jump_t[jump_pos_[r]] - boundary) <= 0) {
+        boundary = o_.jump_t[jump_pos_[r]];
+      }
+      const double remaining = std::abs(boundary - t);
+      const double ha = h_abs_[r];
+      if (ha >= remaining) {
         p.lands = true;
         p.h = boundary - t;
         p.end = boundary;
-      }
-      const int64_t i = next_out_[r];
-      if (p.lands && i < n_times_ && pb_.t[r][i] == p.end) p.output = i;
-      // The step end is a function of t only where t defines it: the end of the span, or every
-      // point of a fixed grid that is t itself. Other boundaries (grid points from step_size,
-      // step_t, jump_t) are constants even when one coincides with an output time.
-      const bool grid_is_t = !tab_.adaptive && o_.grid.empty() && !step_size_grid_;
-      if (p.output >= 0 && (grid_is_t || p.output == n_times_ - 1)) p.link = p.output;
-      plan_[r] = p;
-    }
-  }
-
-  // The step as a tensor carrying gradients to the output times it lands on.
-  at::Tensor step_tensor_with_grad(StepSize& h) {
-    at::Tensor hc = kern_.step_tensor(h);
-    if (pb_.per_row) {
-      std::vector<int64_t> idx(rows_, 0);
-      std::vector<uint8_t> mask(rows_, 0);
-      for (int64_t r = 0; r < rows_; ++r) {
-        if (plan_[r].link >= 0) {
-          idx[r] = plan_[r].link;
-          mask[r] = 1;
-        }
-      }
-      const auto dev = pb_.t_grad.device();
-      const at::Tensor i = at::tensor(idx, at::kLong).to(dev).view({rows_, 1});
-      const at::Tensor m = at::tensor(mask, at::kByte).to(dev, at::kBool);
-      return at::where(m, pb_.t_grad.gather(1, i).squeeze(1) - t_cur_T_, hc);
-    }
-    if (plan_[0].link >= 0) return pb_.t_grad.select(0, plan_[0].link) - t_cur_T_;
-    return hc;
-  }
-
-  // Evaluates the stages 2..s; returns the input of the last stage when the method is FSAL (that
-  // is y_new), an undefined tensor otherwise.
-  at::Tensor stages(StepSize& h, const std::vector<char>& active) {
-    if (!k_first_.defined()) {
-      k_first_ = eval(t_cur_, active, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
-    }
-    k_[0] = k_first_;
-    if (quad_) accumulate_quadrature(0, qk_first_, true);
-    at::Tensor y_new;
-    const int s = tab_.stages;
-    std::vector<double> ti(rows_);
-    for (int i = 1; i < s; ++i) {
-      const bool last_fsal = tab_.fsal && i == s - 1;
-      const double* w = last_fsal ? tab_.b : tab_.a + i * (i - 1) / 2;
-      at::Tensor yi = kern_.combine(y_, k_, w, i, h);
-      if (last_fsal) y_new = yi;
-      const double c = tab_.c[i];
-      const bool at_end = c == 1.0;
-      for (int64_t r = 0; r < rows_; ++r) ti[r] = at_end ? plan_[r].end : rt(t_cur_[r] + c * plan_[r].h);
-      const int perturb = at_end && (tab_.adaptive || o_.perturb) ? -1 : 0;
-      at::Tensor t_expr = t_grad_ ? t_cur_T_ + c * h.tensor : at::Tensor();
-      if (quad_) {
-        at::Tensor dq;
-        k_[i] = eval(ti, active, perturb, t_expr, yi, &dq);
-        accumulate_quadrature(i, dq, false);
-        if (last_fsal) qk_last_ = std::move(dq);
       } else {
-        k_[i] = eval(ti, active, perturb, t_expr, yi);
-      }
-    }
-    return y_new;
-  }
-
-  // The error ratio per row; computes y_new when the stages did not.
-  const std::vector<double>& estimate(StepSize& h, at::Tensor& y_new) {
-    const int s = tab_.stages;
-    if (!tab_.adaptive) {
-      // No error estimate: the norm of the increment only detects a non-finite state.
-      const std::vector<double>& e = kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b, s, h);
-      for (int64_t r = 0; r < rows_; ++r) {
-        if (plan_[r].active && !std::isfinite(e[r])) {
-          fail(FailureKind::NonFinite, r,
-               "the state became non-finite (NaN/Inf) in the step from t = " + str(t_cur_[r]) + " to t = " +
-                   str(plan_[r].end));
+        p.h = dir_ * ha;
+        p.end = rt(t + p.h);
+        if (std::abs(p.h) <= 4 * eps * std::max(std::abs(t), std::abs(p.end)) || p.end == t) {
+          fail(last_nonfinite_ ? FailureKind::NonFinite : FailureKind::StepSizeUnderflow, r,
+               last_nonfinite_ ? "the error estimate stayed non-finite (NaN/Inf in the state or the dynamics) "
+                                 "while the step size shrank to " + str(ha)
+                               : "step size underflow: |h| = " + str(ha) +
+                                     " is below machine precision relative to t; the dynamics may be stiff or "
+                                     "singular here");
         }
       }
-      zeros_.assign(rows_, 0.0);
-      return zeros_;
-    }
-    const std::vector<double>& e = tab_.fsal ? kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h)
-                                             : kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
-    if (!quad_ || pb_.q_groups.empty()) return e;
-    // Quadrature terms under error control: the larger of the two norms (torchdiffeq's mixed norm).
-    q_new_ = qkern_->combine(q_, qb_, kOne, 1, h);
-    const double one[1] = {1.0};
-    const double q_err = qkern_->error_ratio(q_, &q_new_, false, qe_, nullptr, one, 1, h)[0];
-    merged_ = e;
-    merged_[0] = (std::isnan(q_err) || std::isnan(e[0])) ? std::numeric_limits<double>::quiet_NaN()
-                                                         : std::max(e[0], q_err);
-    return merged_;
-  }
-
-  // qb += b_i dq, qe += b_err_i dq (fused in-place combinations); init starts the sums at stage 0.
-  void accumulate_quadrature(int i, const at::Tensor& dq, bool init) {
-    qkern_->accumulate(qb_, dq, tab_.b[i], init);
-    if (tab_.adaptive && !pb_.q_groups.empty()) qkern_->accumulate(qe_, dq, tab_.b_err[i], init);
-  }
-
-  bool decide(int64_t r, double err) {
-    if (!tab_.adaptive) return true;
-    const bool finite = std::isfinite(err);
-    last_nonfinite_ = !finite;
-    if (!finite) {
-      if (std::abs(plan_[r].h) <= o_.min_step) {
-        fail(FailureKind::NonFinite, r, "the error estimate is non-finite (NaN/Inf) at the minimum step size");
+      p.on_step = p.lands && step_pos_[r] < o_.step_t.size() && boundary == o_.step_t[step_pos_[r]];
+      p.on_jump = p.lands && jump_pos_[r] < o_.jump_t.size() && boundary == o_.jump_t[jump_pos_[r]];
+    } else {
+      if (step_size_grid_) {
+        boundary = next_step_size_point(r);
+      } else {
+        const std::vector<double>& grid = !o_.grid.empty() ? o_.grid[pb_.per_row ? r : 0] : pb_.t[r];
+        boundary = grid[grid_pos_[r] + 1];
       }
-      return false;
+      p.lands = true;
+      p.h = boundary - t;
+      p.end = boundary;
     }
-    if (err <= 1.0) return true;
-    if (o_.min_step > 0 && std::abs(plan_[r].h) <= o_.min_step) {
-      if (o_.force_min_step) return true;
-      fail(FailureKind::StepSizeUnderflow, r,
-           "the step size would have to go below min_step = " + str(o_.min_step) + " (error ratio " + str(err) +
-               " at |h| = " + str(std::abs(plan_[r].h)) + "); lower min_step, loosen the tolerances, or pass "
-               "force_min_step=True to accept such steps as torchdiffeq does");
+    const int64_t i = next_out_[r];
+    if (p.lands && i < n_times_ && pb_.t[r][i] == p.end) p.output = i;
+    // The step end is a function of t only where t defines it: the end of the span, or every
+    // point of a fixed grid that is t itself. Other boundaries (grid points from step_size,
+    // step_t, jump_t) are constants even when one coincides with an output time.
+    const bool grid_is_t = !tab_.adaptive && o_.grid.empty() && !step_size_grid_;
+    if (p.output >= 0 && (grid_is_t || p.output == n_times_ - 1)) p.link = p.output;
+    plan_[r] = p;
+  }
+}
+
+at::Tensor RkSolver::step_tensor_with_grad(StepSize& h) {
+  at::Tensor hc = kern_.step_tensor(h);
+  if (pb_.per_row) {
+    std::vector<int64_t> idx(rows_, 0);
+    std::vector<uint8_t> mask(rows_, 0);
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (plan_[r].link >= 0) {
+        idx[r] = plan_[r].link;
+        mask[r] = 1;
+      }
+    }
+    const auto dev = pb_.t_grad.device();
+    const at::Tensor i = at::tensor(idx, at::kLong).to(dev).view({rows_, 1});
+    const at::Tensor m = at::tensor(mask, at::kByte).to(dev, at::kBool);
+    return at::where(m, pb_.t_grad.gather(1, i).squeeze(1) - t_cur_T_, hc);
+  }
+  if (plan_[0].link >= 0) return pb_.t_grad.select(0, plan_[0].link) - t_cur_T_;
+  return hc;
+}
+
+at::Tensor RkSolver::stages(StepSize& h, const std::vector<char>& active) {
+  if (!k_first_.defined()) {
+    k_first_ = eval(t_cur_, active, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
+  }
+  if (adams_) {
+    at::Tensor y_new = multistep(h, active);
+    if (y_new.defined()) return y_new;
+    k_.resize(tab_.stages);
+    use_tableau_weights();
+  }
+  k_[0] = k_first_;
+  if (quad_) accumulate_quadrature(0, qk_first_, true);
+  at::Tensor y_new;
+  const int s = tab_.stages;
+  std::vector<double> ti(rows_);
+  for (int i = 1; i < s; ++i) {
+    const bool last_fsal = tab_.fsal && i == s - 1;
+    const double* w = last_fsal ? tab_.b : tab_.a + i * (i - 1) / 2;
+    at::Tensor yi = kern_.combine(y_, k_, w, i, h);
+    if (last_fsal) y_new = yi;
+    const double c = tab_.c[i];
+    const bool at_end = c == 1.0;
+    for (int64_t r = 0; r < rows_; ++r) ti[r] = at_end ? plan_[r].end : rt(t_cur_[r] + c * plan_[r].h);
+    const int perturb = at_end && (tab_.adaptive || o_.perturb) ? -1 : 0;
+    at::Tensor t_expr = t_grad_ ? t_cur_T_ + c * h.tensor : at::Tensor();
+    if (quad_) {
+      at::Tensor dq;
+      k_[i] = eval(ti, active, perturb, t_expr, yi, &dq);
+      accumulate_quadrature(i, dq, false);
+      if (last_fsal) qk_last_ = std::move(dq);
+    } else {
+      k_[i] = eval(ti, active, perturb, t_expr, yi);
+    }
+  }
+  return y_new;
+}
+
+const std::vector<double>& RkSolver::estimate(StepSize& h, at::Tensor& y_new) {
+  const int s = tab_.stages;
+  if (!tab_.adaptive) {
+    // No error estimate: the norm of the increment only detects a non-finite state.
+    const std::vector<double>& e =
+        kern_.error_ratio(y_, &y_new, !y_new.defined(), k_, weights_.data(), weights_.data(), n_terms_, h);
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (plan_[r].active && !std::isfinite(e[r])) {
+        fail(FailureKind::NonFinite, r,
+             "the state became non-finite (NaN/Inf) in the step from t = " + str(t_cur_[r]) + " to t = " +
+                 str(plan_[r].end));
+      }
+    }
+    zeros_.assign(rows_, 0.0);
+    return zeros_;
+  }
+  const std::vector<double>& e = tab_.fsal ? kern_.error_ratio(y_, &y_new, false, k_, nullptr, tab_.b_err, s, h)
+                                           : kern_.error_ratio(y_, &y_new, true, k_, tab_.b, tab_.b_err, s, h);
+  if (!quad_ || pb_.q_groups.empty()) return e;
+  // Quadrature terms under error control: the larger of the two norms (torchdiffeq's mixed norm).
+  q_new_ = qkern_->combine(q_, qb_, kOne, 1, h);
+  const double one[1] = {1.0};
+  const double q_err = qkern_->error_ratio(q_, &q_new_, false, qe_, nullptr, one, 1, h)[0];
+  merged_ = e;
+  merged_[0] = (std::isnan(q_err) || std::isnan(e[0])) ? std::numeric_limits<double>::quiet_NaN()
+                                                       : std::max(e[0], q_err);
+  return merged_;
+}
+
+void RkSolver::accumulate_quadrature(int i, const at::Tensor& dq, bool init) {
+  qkern_->accumulate(qb_, dq, tab_.b[i], init);
+  if (tab_.adaptive && !pb_.q_groups.empty()) qkern_->accumulate(qe_, dq, tab_.b_err[i], init);
+}
+
+bool RkSolver::decide(int64_t r, double err) {
+  if (!tab_.adaptive) return true;
+  const bool finite = std::isfinite(err);
+  last_nonfinite_ = !finite;
+  if (!finite) {
+    if (std::abs(plan_[r].h) <= o_.min_step) {
+      fail(FailureKind::NonFinite, r, "the error estimate is non-finite (NaN/Inf) at the minimum step size");
     }
     return false;
   }
+  if (err <= 1.0) return true;
+  if (o_.min_step > 0 && std::abs(plan_[r].h) <= o_.min_step) {
+    if (o_.force_min_step) return true;
+    fail(FailureKind::StepSizeUnderflow, r,
+         "the step size would have to go below min_step = " + str(o_.min_step) + " (error ratio " + str(err) +
+             " at |h| = " + str(std::abs(plan_[r].h)) + "); lower min_step, loosen the tolerances, or pass "
+             "force_min_step=True to accept such steps as torchdiffeq does");
+  }
+  return false;
+}
 
-  // Moves the accepted rows to the end of their step and writes the outputs the step covers.
-  void advance(StepSize& h, const std::vector<char>& active, const std::vector<char>& accept, const at::Tensor& y_new) {
-    std::vector<double>& t_next = t_next_;
-    t_next = t_cur_;
-    bool continues = false;
-    for (int64_t r = 0; r < rows_; ++r) {
-      if (accept[r]) t_next[r] = plan_[r].end;
-      if (t_next[r] != t_end_[r]) continues = true;
-    }
-    at::Tensor y_next = kern_.select_rows(accept, y_new, y_);
-    at::Tensor t_next_T;
-    if (t_grad_) t_next_T = pb_.per_row ? kern_.select_rows(accept, t_cur_T_ + h.tensor, t_cur_T_) : t_cur_T_ + h.tensor;
+void RkSolver::advance(StepSize& h, const std::vector<char>& active, const std::vector<char>& accept,
+                       const at::Tensor& y_new) {
+  std::vector<double>& t_next = t_next_;
+  t_next = t_cur_;
+  bool continues = false;
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (accept[r]) t_next[r] = plan_[r].end;
+    if (t_next[r] != t_end_[r]) continues = true;
+  }
+  at::Tensor y_next = kern_.select_rows(accept, y_new, y_);
+  at::Tensor t_next_T;
+  if (t_grad_) t_next_T = pb_.per_row ? kern_.select_rows(accept, t_cur_T_ + h.tensor, t_cur_T_) : t_cur_T_ + h.tensor;
 
-    // f(t1, y1): the next step's first stage, and a term of some continuous extensions.
-    at::Tensor f1;
-    const bool reuse = !(o_.perturb && !tab_.adaptive);
-    at::Tensor qk_f1;
-    if (!tab_.fsal && ((continues && reuse) || dense_.uses_f1)) {
-      f1 = eval(t_next, accept, 0, t_next_T, y_next, quad_ ? &qk_f1 : nullptr);
-    }
-    if (quad_ && accept[0]) {
-      q_ = q_new_.defined() ? std::move(q_new_) : qkern_->combine(q_, qb_, kOne, 1, h);
-      q_new_ = at::Tensor();
-      qk_first_ = tab_.fsal ? std::move(qk_last_) : std::move(qk_f1);
-    }
-
-    write_outputs(h, accept, f1);
-    if (pb_.event && accept[0] && event_crossed(h, f1, y_next, t_next[0])) {
-      done_[0] = 1;
-      return;
-    }
-
-    y_ = std::move(y_next);
-    if (tab_.fsal) {
-      k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);
-    } else {
-      k_first_ = reuse ? std::move(f1) : at::Tensor();
-    }
-    std::vector<char> jumped(rows_, 0);
-    bool any_jump = false;
-    for (int64_t r = 0; r < rows_; ++r) {
-      if (!accept[r]) continue;
-      const RowPlan& p = plan_[r];
-      if (p.on_step) ++step_pos_[r];
-      if (p.on_jump) {
-        ++jump_pos_[r];
-        jumped[r] = 1;
-        any_jump = true;
-      }
-      if (!tab_.adaptive) ++grid_pos_[r];
-      t_cur_[r] = p.end;
-      if (t_cur_[r] == t_end_[r]) done_[r] = 1;
-    }
-    if (t_grad_) t_cur_T_ = t_next_T;
-    if (pb_.at_output && accept[0] && plan_[0].output >= 0) {
-      at::Tensor& q = quad_ ? q_ : q_result_;
-      if (pb_.at_output(plan_[0].output, y_, q)) {  // the state jumped: f must be evaluated again
-        k_first_ = at::Tensor();
-        qk_first_ = at::Tensor();
-      }
-    }
-    if (any_jump && k_first_.defined()) {
-      // f may be discontinuous at a jump: re-evaluate it just after.
-      at::Tensor qk_after;
-      at::Tensor f_after = eval(t_cur_, jumped, 1, t_cur_T_, y_, quad_ ? &qk_after : nullptr);
-      if (quad_) qk_first_ = std::move(qk_after);
-      k_first_ = kern_.select_rows(jumped, f_after, k_first_);
-    }
-    (void)active;
+  // f(t1, y1): the next step's first stage, and a term of some continuous extensions.
+  at::Tensor f1;
+  const bool reuse = !(o_.perturb && !tab_.adaptive);
+  at::Tensor qk_f1;
+  if (!tab_.fsal && ((continues && reuse) || dense_.uses_f1)) {
+    f1 = eval(t_next, accept, 0, t_next_T, y_next, quad_ ? &qk_f1 : nullptr);
+  }
+  if (quad_ && accept[0]) {
+    q_ = q_new_.defined() ? std::move(q_new_) : qkern_->combine(q_, qb_, kOne, 1, h);
+    q_new_ = at::Tensor();
+    qk_first_ = tab_.fsal ? std::move(qk_last_) : std::move(qk_f1);
   }
 
-  void write_outputs(StepSize& h, const std::vector<char>& accept, const at::Tensor& f1) {
-    bool any = false;
-    for (int64_t r = 0; r < rows_ && !any; ++r) {
-      any = accept[r] && next_out_[r] < n_times_ && dir_ * (pb_.t[r][next_out_[r]] - plan_[r].end) <= 0;
-    }
-    if (!any) return;
-    // (point m, row r) -> output index and theta; rows without an m-th output get index -1.
-    std::vector<std::vector<std::pair<int64_t, double>>> per_row(rows_);
-    size_t rounds = 0;
-    for (int64_t r = 0; r < rows_; ++r) {
-      if (!accept[r]) continue;
-      const RowPlan& p = plan_[r];
-      while (next_out_[r] < n_times_) {
-        const int64_t i = next_out_[r];
-        const double tout = pb_.t[r][i];
-        if (dir_ * (tout - p.end) > 0) break;
-        const double theta = (i == p.output || tout == p.end) ? 1.0 : (tout - t_cur_[r]) / p.h;
-        per_row[r].emplace_back(i, theta);
-        ++next_out_[r];
-      }
-      rounds = std::max(rounds, per_row[r].size());
-    }
-    if (rounds == 0) return;
-    std::vector<at::Tensor> terms(k_.begin(), k_.end());
-    if (dense_.uses_f1) terms.push_back(f1);
-    const int64_t R = pb_.per_row ? rows_ : 1;
-    const int64_t M = pb_.per_row ? static_cast<int64_t>(rounds) : static_cast<int64_t>(per_row[0].size());
-    std::vector<double> theta(static_cast<size_t>(M * R), 0.0);
-    std::vector<int64_t> index(static_cast<size_t>(M * R), -1);
-    for (int64_t r = 0; r < R; ++r) {
-      for (size_t m = 0; m < per_row[r].size(); ++m) {
-        index[m * R + r] = per_row[r][m].first;
-        theta[m * R + r] = per_row[r][m].second;
-      }
-    }
-    if (!kern_.needs_graph(y_, terms, static_cast<int>(terms.size()), &h) && !t_grad_) {
-      kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, theta, index);
-      return;
-    }
-    // Recorded by autograd: evaluate through the op, copy into the solution slices.
-    at::Tensor theta_T = at::tensor(theta, at::kDouble).to(pb_.y0.device());
-    if (pb_.per_row) theta_T = theta_T.view({M, R});
-    if (t_grad_) {
-      const at::Tensor idx = at::tensor(index, at::kLong).clamp_min(0).to(pb_.y0.device());
-      const at::Tensor tout = pb_.per_row ? pb_.t_grad.gather(1, idx.view({M, R}).t()).t() : pb_.t_grad.index_select(0, idx);
-      // Rows without an output may have h = 0: divide by 1 there, or the gradient would be NaN.
-      std::vector<uint8_t> has(static_cast<size_t>(R), 0);
-      for (int64_t r = 0; r < R; ++r) has[r] = per_row[r].empty() ? 0 : 1;
-      const at::Tensor ok = at::tensor(has, at::kByte).to(pb_.y0.device(), at::kBool);
-      const at::Tensor h_safe = pb_.per_row ? at::where(ok, h.tensor, at::ones_like(h.tensor)) : h.tensor;
-      theta_T = (tout - t_cur_T_) / h_safe;
-    }
-    const at::Tensor values = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_T);
-    // Kept for one out-of-place write at the end (assemble_recorded_outputs): a copy into the
-    // solution per output and sample would put a node per copy, each touching the whole
-    // solution's gradient, into the graph.
-    std::vector<int64_t> src, dst;
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t r = 0; r < R; ++r) {
-        const int64_t i = index[m * R + r];
-        if (i < 0) continue;
-        src.push_back(m * R + r);
-        dst.push_back(i * R + r);
-      }
-    }
-    const at::Tensor rows = values.reshape({M * R, -1});
-    const bool all = static_cast<int64_t>(src.size()) == M * R;
-    recorded_values_.push_back(all ? rows : rows.index_select(0, at::tensor(src, at::kLong).to(rows.device())));
-    recorded_index_.insert(recorded_index_.end(), dst.begin(), dst.end());
+  write_outputs(h, accept, f1);
+  if (pb_.event && accept[0] && event_crossed(h, f1, y_next, t_next[0])) {
+    done_[0] = 1;
+    return;
   }
 
-  // ---------------------------------------------------------------- events
-  double event_value(double t, const at::Tensor& y) {
-    const double c = event_signs_.combined((*pb_.event)(time_values({t}, nullptr, 0), y.detach()));
-    if (std::isnan(c)) {
-      fail(FailureKind::NonFinite, 0, "event_fn returned a non-finite value at t = " + str(t));
+  y_ = std::move(y_next);
+  if (tab_.fsal) {
+    k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);
+  } else {
+    k_first_ = reuse ? std::move(f1) : at::Tensor();
+  }
+  std::vector<char> jumped(rows_, 0);
+  bool any_jump = false;
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (!accept[r]) continue;
+    const RowPlan& p = plan_[r];
+    if (p.on_step) ++step_pos_[r];
+    if (p.on_jump) {
+      ++jump_pos_[r];
+      jumped[r] = 1;
+      any_jump = true;
     }
-    return c;
+    if (!tab_.adaptive) ++grid_pos_[r];
+    t_cur_[r] = p.end;
+    if (t_cur_[r] == t_end_[r]) done_[r] = 1;
   }
-
-  // g at the initial point: when it is zero there, the event is at t[0] (torchdiffeq's convention).
-  bool event_at_start() {
-    const double t0 = pb_.t[0].front();
-    const double c0 =
-        event_signs_.start((*pb_.event)(time_values({t0}, nullptr, 0), pb_.y0.detach()));
-    event_c_ = c0;
-    if (std::isnan(c0)) {
-      throw SolverFailure(FailureKind::NonFinite, "event_fn returned a non-finite value at the initial time t = " +
-                          str(t0), t0, -1, stats_);
+  if (t_grad_) t_cur_T_ = t_next_T;
+  if (pb_.at_output && accept[0] && plan_[0].output >= 0) {
+    // Output intervals are separate solves, as in torchdiffeq's adjoint: multistep methods restart.
+    if (adams_) history_->clear();
+    at::Tensor& q = quad_ ? q_ : q_result_;
+    if (pb_.at_output(plan_[0].output, y_, q)) {  // the state jumped: f must be evaluated again
+      k_first_ = at::Tensor();
+      qk_first_ = at::Tensor();
     }
-    if (c0 > 0) return false;
-    event_t_ = t0;
-    write_initial(1);
-    return true;
   }
-
-  // After an accepted step to (t_next, y_next): when c has changed sign, locates the crossing on the
-  // step's continuous extension, writes the state there as output 1 and returns true.
-  bool event_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next, double t_next) {
-    const double c1 = event_value(t_next, y_next);
-    if (c1 > 0) {
-      event_c_ = c1;
-      return false;
-    }
-    std::vector<at::Tensor> terms(k_.begin(), k_.end());
-    if (dense_.uses_f1) terms.push_back(f1);
-    const double t0 = t_cur_[0], step = plan_[0].h;
-    const int n = static_cast<int>(terms.size());
-    auto theta_tensor = [&](double theta) {
-      return at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
-    };
-    auto c = [&](double theta) {
-      at::NoGradGuard g;
-      const at::Tensor state = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_tensor(theta)).select(0, 0);
-      return event_value(rt(t0 + theta * step), state);
-    };
-    // Bracket to a few ulps of the time (in units of theta).
-    const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
-    const double tol = std::max(4 * eps * std::max(std::abs(t0), std::abs(t_next)) / std::abs(step),
-                                4 * std::numeric_limits<double>::epsilon());
-    const double theta = locate_crossing(c, event_c_, c1, tol);
-    event_t_ = theta == 0.0 ? t0 : rt(t0 + theta * step);
-    if (!kern_.needs_graph(y_, terms, n, &h) && !t_grad_) {
-      kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, {theta}, {1});
-    } else {
-      at::Tensor th = theta_tensor(theta);
-      // With t[0] requiring grad the steps start from it: theta = (t_event - t) / h keeps the
-      // integration's length, t_event - t[0], a function of t[0] (t_event itself is a constant here).
-      if (t_grad_) th = ((event_t_ - t_cur_T_) / h.tensor).reshape({1});
-      recorded_values_.push_back(kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).reshape({1, -1}));
-      recorded_index_.push_back(1);
-    }
-    return true;
+  if (any_jump && k_first_.defined()) {
+    // f may be discontinuous at a jump: re-evaluate it just after.
+    at::Tensor qk_after;
+    at::Tensor f_after = eval(t_cur_, jumped, 1, t_cur_T_, y_, quad_ ? &qk_after : nullptr);
+    if (quad_) qk_first_ = std::move(qk_after);
+    k_first_ = kern_.select_rows(jumped, f_after, k_first_);
   }
+  (void)active;
+}
 
-  // The outputs written through autograd, placed into the solution in one differentiable op.
-  void assemble_recorded_outputs() {
-    if (recorded_values_.empty()) return;
-    const int64_t R = pb_.per_row ? rows_ : 1;
-    const at::Tensor index = at::tensor(recorded_index_, at::kLong).to(solution_.device());
-    solution_ = solution_.reshape({n_times_ * R, -1}).index_copy(0, index, at::cat(recorded_values_)).view(solution_.sizes());
-    recorded_values_.clear();
-    recorded_index_.clear();
-  }
+void RkSolver::fail(FailureKind kind, int64_t r, const std::string& what) {
+  std::string msg = what + " (at t = " + str(t_cur_.empty() ? 0.0 : t_cur_[r]);
+  if (pb_.per_row) msg += ", sample " + std::to_string(r);
+  msg += ", method " + method_name() + ", after " + std::to_string(stats_.n_fev) +
+         " function evaluations)";
+  throw SolverFailure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
+}
 
-  [[noreturn]] void fail(FailureKind kind, int64_t r, const std::string& what) {
-    std::string msg = what + " (at t = " + str(t_cur_.empty() ? 0.0 : t_cur_[r]);
-    if (pb_.per_row) msg += ", sample " + std::to_string(r);
-    msg += ", method " + std::string(tab_.name) + ", after " + std::to_string(stats_.n_fev) +
-           " function evaluations)";
-    throw SolverFailure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
-  }
-
-  const SolveProblem& pb_;
-  const SolveOptions& o_;
-  const Tableau& tab_;
-  const int64_t rows_;
-  const int64_t n_times_;
-  StepKernels kern_;
-  StepController ctrl_;
-  const DenseOutput dense_;
-  const bool t_grad_;
-  const bool quad_;
-  static constexpr double kOne[1] = {1.0};
-  // Quadrature terms: value, first-stage derivative, running b- and b_err-weighted stage sums.
-  SolveOptions qopts_;
-  std::unique_ptr<StepKernels> qkern_;
-  at::Tensor q_, q_new_, q_result_, qk_first_, qk_last_;
-  std::vector<at::Tensor> qb_{at::Tensor()}, qe_{at::Tensor()};
-  std::vector<double> merged_;
-
-  at::Tensor solution_, y_, k_first_, t_cur_T_;
-  std::vector<at::Tensor> recorded_values_;  // outputs computed through autograd, (points, state row)
-  std::vector<int64_t> recorded_index_;      // where each goes in the solution seen as (T * rows, state row)
-  at::Tensor time_pool_like_;
-  TensorPool time_pool_;
-  std::vector<at::Tensor> k_;
-  std::vector<double> t_cur_, t_end_, h_abs_, t_next_;
-  StepSize step_;                     // the attempt's step (reused between attempts)
-  std::vector<double> zeros_;
-  std::vector<char> active_, accept_;
-  std::vector<int64_t> next_out_;
-  std::vector<char> done_;
-  std::vector<RowPlan> plan_;
-  std::vector<size_t> grid_pos_, step_pos_, jump_pos_;
-  std::vector<size_t> segment_;     // per row: the output interval a step_size grid is in (its end's index)
-  bool step_size_grid_ = false;     // fixed steps from step_size (grid points computed, not stored)
-  double dir_ = 1.0;
-  bool last_nonfinite_ = false;
-  EventSigns event_signs_;
-  double event_c_ = 0.0;  // the combined event value at the start of the current step (> 0)
-  double event_t_ = 0.0;
-  SolveStats stats_;
-};
-
-}  // namespace
+}  // namespace rk_detail
 
 SolveResult solve_ivp(const SolveProblem& problem, const SolveOptions& options) {
   TORCH_CHECK(problem.f != nullptr && options.tableau != nullptr, "solve_ivp: dynamics and method are required");
   TORCH_CHECK(!problem.t.empty(), "solve_ivp: no output times");
-  RkSolver solver(problem, options);
+  rk_detail::RkSolver solver(problem, options);
   return solver.run();
 }
 

@@ -12,6 +12,7 @@ struct SolveStats {
   int64_t n_steps = 0;     // step attempts (a batched attempt counts once for per-row grids)
   int64_t n_accepted = 0;  // accepted steps (summed over rows for per-row grids)
   int64_t n_rejected = 0;  // rejected steps (summed over rows for per-row grids)
+  int64_t n_unconverged = 0;  // implicit_adams: steps whose corrector iteration did not converge
 };
 
 enum class FailureKind { StepSizeUnderflow, MaxStepsExceeded, NonFinite };

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..tableaus import tableau
+from ..tableaus import is_adaptive
 from .cnf_model import CNF, CNFDynamics, draw_probe
 from .plots import figure, loss_curves
 from .runner import Task
@@ -85,7 +85,7 @@ def _lr_factor(i, span):
 def build(cfg, run):
     s = _settings(cfg)
     units, method, tol = cfg.pick(s["units"], "dopri5", s["tol"])
-    options = None if tableau(method)["adaptive"] else dict(step_size=FIXED_STEP)
+    options = None if is_adaptive(method) else dict(step_size=FIXED_STEP)
     dev = run.device
     tasks, models, test_sets = [], {}, {}
     for d_index, density in enumerate(s["densities"]):

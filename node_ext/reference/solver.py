@@ -14,15 +14,18 @@ import math
 
 import torch
 
+from .. import adams
 from ..errors import MaxStepsError, NonFiniteError, StepSizeError
 from ..tableaus import a_matrix, tableau
 
 
 def solve_reference(problem):
     """Solves a validated node_ext._problem.Problem; returns (solution, counts, event time or None)."""
-    counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0)
+    counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0, n_unconverged=0)
     if not problem.per_row:
-        solver = _Solver(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
+        from .adams import AdamsSolver  # (it subclasses _Solver)
+        cls = AdamsSolver if adams.is_adams(problem.method) else _Solver
+        solver = cls(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
         sol = solver.run()
         return sol, counts, solver.event_t
     outs = []
@@ -43,7 +46,7 @@ class _Solver:
     def __init__(self, problem, y0, times, t_grad, counts, row):
         self.p = problem
         self.o = problem.options
-        self.tab = tableau(problem.method)
+        self.tab = tableau(adams.STARTER if adams.is_adams(problem.method) else problem.method)
         self.A = a_matrix(self.tab)
         self.y0 = y0
         self.times = times
@@ -159,24 +162,8 @@ class _Solver:
             hh = h_T if h_T is not None else h
             self.callback(0, y, h)
             # ---- stages
-            k = [k0]
-            y_new = None
+            k, y_new = self.step(y, k0, h, hh, end)
             s = tab["stages"]
-            for i in range(1, s):
-                last_fsal = tab["fsal"] and i == s - 1
-                w = tab["b"] if last_fsal else self.A[i]
-                yi = y + sum(hh * w[j] * k[j] for j in range(i) if w[j] != 0) if any(w[j] != 0 for j in range(i)) else y
-                if last_fsal:
-                    y_new = yi
-                c = tab["c"][i]
-                if c == 1.0:
-                    ti = (self.t_T + hh) if self.t_T is not None else end
-                else:
-                    ti = (self.t_T + c * hh) if self.t_T is not None else self.rt(self.t + c * h)
-                pert = -1 if c == 1.0 and (tab["adaptive"] or self.o["perturb"]) else 0
-                k.append(self.f(ti, yi, pert))
-            if y_new is None:
-                y_new = y + sum(hh * tab["b"][j] * k[j] for j in range(s) if tab["b"][j] != 0)
             self.counts["n_steps"] += 1
             # ---- error and decision
             if tab["adaptive"]:
@@ -246,6 +233,30 @@ class _Solver:
             if self.counts["n_steps"] >= self.o["max_num_steps"] and self.t != self.t_end:
                 self.fail(MaxStepsError, "max_num_steps (%d) exceeded" % self.o["max_num_steps"])
         return torch.stack(out)
+
+    def step(self, y, k0, h, hh, end):
+        """One Runge-Kutta step from (self.t, y) of size h (hh: the same as a tensor when t requires grad)
+        to `end`: returns the stages and y_new."""
+        tab = self.tab
+        k = [k0]
+        y_new = None
+        s = tab["stages"]
+        for i in range(1, s):
+            last_fsal = tab["fsal"] and i == s - 1
+            w = tab["b"] if last_fsal else self.A[i]
+            yi = y + sum(hh * w[j] * k[j] for j in range(i) if w[j] != 0) if any(w[j] != 0 for j in range(i)) else y
+            if last_fsal:
+                y_new = yi
+            c = tab["c"][i]
+            if c == 1.0:
+                ti = (self.t_T + hh) if self.t_T is not None else end
+            else:
+                ti = (self.t_T + c * hh) if self.t_T is not None else self.rt(self.t + c * h)
+            pert = -1 if c == 1.0 and (tab["adaptive"] or self.o["perturb"]) else 0
+            k.append(self.f(ti, yi, pert))
+        if y_new is None:
+            y_new = y + sum(hh * tab["b"][j] * k[j] for j in range(s) if tab["b"][j] != 0)
+        return k, y_new
 
     def callback(self, which, y, h):
         """func's callback_step (0), callback_accept_step (1) or callback_reject_step (2), if any."""

@@ -1,0 +1,71 @@
+// The solve loop's Adams steps (see adams.h): the derivative history, the Adams-Bashforth
+// prediction and the Adams-Moulton correction by functional iteration.
+#include "solve/rk_solver_impl.h"
+
+namespace node_ext {
+namespace rk_detail {
+
+std::string RkSolver::method_name() const {
+  if (!adams_) return tab_.name;
+  return o_.adams.implicit ? "implicit_adams" : "explicit_adams";
+}
+
+void RkSolver::use_tableau_weights() {
+  weights_.assign(tab_.b, tab_.b + tab_.stages);
+  n_terms_ = tab_.stages;
+  if (adams_) dense_ = make_dense_output(tab_, o_.cubic_interp);
+}
+
+at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
+  history_->push(t_cur_[0], k_first_, quad_ ? qk_first_ : at::Tensor());
+  const int order = std::min(history_->size(), o_.adams.max_order - 1);
+  if (order < 3) return at::Tensor();
+  const double step = plan_[0].h;
+  k_.resize(static_cast<size_t>(order));
+  for (int j = 0; j < order; ++j) k_[j] = history_->f(j);
+  weights_ = history_->bashforth(order, step);
+  n_terms_ = order;
+  at::Tensor y_new = kern_.combine(y_, k_, weights_.data(), order, h);
+  at::Tensor dq_end;
+  if (o_.adams.implicit) {
+    // Adams-Moulton by functional iteration from the prediction; converged when successive
+    // increments agree to within the tolerances in every element (torchdiffeq's test).
+    weights_ = history_->moulton(order, step);
+    n_terms_ = order + 1;
+    k_.emplace_back();
+    const std::vector<double> t_end{plan_[0].end};
+    const at::Tensor t_expr = t_grad_ ? t_cur_T_ + h.tensor : at::Tensor();
+    bool converged = false;
+    for (int it = 0; it < o_.adams.max_iters && !converged; ++it) {
+      k_[order] = eval(t_end, active, o_.perturb ? -1 : 0, t_expr, y_new, quad_ ? &dq_end : nullptr);
+      at::Tensor corrected = kern_.combine(y_, k_, weights_.data(), order + 1, h);
+      converged = corrector_converged(y_new, corrected);
+      y_new = std::move(corrected);
+    }
+    if (!converged) {
+      ++stats_.n_unconverged;
+      history_->drop_oldest();  // as torchdiffeq: the next steps use one derivative fewer
+    }
+  }
+  if (quad_) {
+    for (int j = 0; j < order; ++j) qkern_->accumulate(qb_, history_->dq(j), weights_[j], j == 0);
+    if (dq_end.defined()) qkern_->accumulate(qb_, dq_end, weights_[order], false);
+  }
+  dense_ = interpolating_dense_output(weights_.data(), n_terms_, false, o_.cubic_interp);
+  return y_new;
+}
+
+bool RkSolver::corrector_converged(const at::Tensor& a, const at::Tensor& b) {
+  at::NoGradGuard g;
+  const at::Tensor d = (a.detach() - y_.detach()).to(at::kDouble), e = (b.detach() - y_.detach()).to(at::kDouble);
+  auto tolerance = [&](const at::Tensor& elem, double value) {
+    return (elem.defined() ? elem.view(d.sizes()) : at::scalar_tensor(value, at::kDouble)).to(d.device());
+  };
+  const at::Tensor scale =
+      tolerance(o_.atol_elem, o_.atol) + tolerance(o_.rtol_elem, o_.rtol) * at::maximum(d.abs(), e.abs());
+  const double ratio = ((d - e).abs() / scale).max().item<double>();
+  return ratio < 1.0;
+}
+
+}  // namespace rk_detail
+}  // namespace node_ext
