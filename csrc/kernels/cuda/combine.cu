@@ -50,13 +50,9 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams p
       for (int j = 0; j < kMaxTerms; ++j) c[j] = j < n ? static_cast<T>(h * p.w[j]) : T(0);
       c_row = r;
     }
-    P acc;  // y first, then the terms in order, as the CPU kernel does
-    if (y != nullptr) {
-      acc = y[v];
-    } else {
+    P acc;  // the terms in order, then y once, as the CPU kernel does
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc.v[e] = T(0);
-    }
+    for (int e = 0; e < V; ++e) acc.v[e] = T(0);
 #pragma unroll
     for (int j = 0; j < kMaxTerms; ++j) {
       if (j < n && p.w[j] != 0.0) {  // zero weights are skipped (no load), as on the CPU
@@ -64,6 +60,11 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams p
 #pragma unroll
         for (int e = 0; e < V; ++e) acc.v[e] += c[j] * kv.v[e];
       }
+    }
+    if (y != nullptr) {
+      const P yv = y[v];
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.v[e] = yv.v[e] + acc.v[e];
     }
     out[v] = acc;
   }

@@ -183,18 +183,20 @@ error_norm_kernel(const ErrorNormParams p, int64_t n, int64_t chunk_len, double*
         c_row = r;
       }
       const T yv = y[i];
-      T yn = yv, se = T(0);  // y_new accumulates onto y in term order, as on the CPU
+      T dy = T(0), se = T(0);  // the increment in term order, then y once, as on the CPU
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const bool use_b = j < nt && p.compute_y_new && p.b[j] != 0.0;  // zero weights: skipped
         const bool use_e = j < nt && p.e[j] != 0.0;
         if (use_b || use_e) {
           const T kv = static_cast<const T*>(p.k[j])[i];
-          if (use_b) yn += cb[j] * kv;
+          if (use_b) dy += cb[j] * kv;
           if (use_e) se += cerr[j] * kv;
         }
       }
+      T yn;
       if (p.compute_y_new) {
+        yn = yv + dy;
         y_new[i] = yn;
       } else {
         yn = y_new[i];

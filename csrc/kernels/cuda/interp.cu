@@ -82,12 +82,12 @@ __global__ void __launch_bounds__(kThreads) interp_warp_kernel(const InterpParam
     for (int it = 0; it < kItems; ++it) {
       const int64_t d = d0 + it * 32;
       if (d >= p.cols) break;
-      T acc = y0[d];
+      T acc = T(0);  // the increment, then y0 once (as the CPU kernel)
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         if ((used >> j) & 1u) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
       }
-      out[d] = acc;
+      out[d] = y0[d] + acc;
     }
   }
 }
@@ -117,12 +117,12 @@ __global__ void __launch_bounds__(kThreads) interp_pair_kernel(const InterpParam
     const T* y0 = static_cast<const T*>(p.y0) + row;
     T* out = static_cast<T*>(p.out) + (q.dst * p.rows) * p.cols + row;
     for (int64_t d = 0; d < p.cols; ++d) {
-      T acc = y0[d];
+      T acc = T(0);  // the increment, then y0 once (as the CPU kernel)
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         if ((used >> j) & 1u) acc += c[j] * static_cast<const T*>(p.k[j])[row + d];
       }
-      out[d] = acc;
+      out[d] = y0[d] + acc;
     }
   }
 }
