@@ -99,3 +99,17 @@ def test_w7_bounce_times_and_gradients_match_the_closed_form():
         assert row["error"] < 1e-12 and row["nfe"] > 0
         assert float(row["note"].rsplit("gradient error ", 1)[1]) < 1e-10
     assert float(rows[("reference", "backprop")]["note"].rsplit("gradient error ", 1)[1]) < 1e-10
+
+
+def test_w8_adams_rows():
+    from node_ext.bench.multistep import w8
+    rows = {(r["library"], r["mode"]): r for r in suite.speedups(w8(quick=True, device="cpu", steps=100))}
+    for method in ("explicit_adams", "implicit_adams"):
+        assert "torchode has no %s" % method in rows[("torchode", method)]["skipped"]
+        ours, theirs = rows[("node_ext", method)], rows[("torchdiffeq", method)]
+        assert ours["nfe"] > 100 and theirs["nfe"] > 100
+        if method == "implicit_adams":  # (explicit orders up to 11 are unstable at the test's step of 0.1)
+            assert ours["error"] < 1e-4 and theirs["error"] < 1e-4
+        assert ours["speedup"]["torchdiffeq"] > 0 and ours["us_per_step_beyond_dynamics"] is not None
+    # explicit_adams: one evaluation per step after the 3/8-rule start, as torchdiffeq
+    assert rows[("node_ext", "explicit_adams")]["nfe"] == rows[("torchdiffeq", "explicit_adams")]["nfe"] == 106

@@ -56,15 +56,7 @@ at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
 }
 
 bool RkSolver::corrector_converged(const at::Tensor& a, const at::Tensor& b) {
-  at::NoGradGuard g;
-  const at::Tensor d = (a.detach() - y_.detach()).to(at::kDouble), e = (b.detach() - y_.detach()).to(at::kDouble);
-  auto tolerance = [&](const at::Tensor& elem, double value) {
-    return (elem.defined() ? elem.view(d.sizes()) : at::scalar_tensor(value, at::kDouble)).to(d.device());
-  };
-  const at::Tensor scale =
-      tolerance(o_.atol_elem, o_.atol) + tolerance(o_.rtol_elem, o_.rtol) * at::maximum(d.abs(), e.abs());
-  const double ratio = ((d - e).abs() / scale).max().item<double>();
-  return ratio < 1.0;
+  return kern_.correction_ratio(y_, a, b) < 1.0;  // NaN: not converged
 }
 
 }  // namespace rk_detail

@@ -63,6 +63,44 @@ StepSizeArg StepKernels::step_arg(StepSize& h) const {
   return {step_tensor(h).data_ptr<double>(), h.per_row};
 }
 
+namespace {
+template <typename T>
+double correction_ratio_host(const T* y, const T* a, const T* b, int64_t n, double rtol, double atol,
+                             const double* rtol_elem, const double* atol_elem) {
+  double worst = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(a[i] - y[i]), e = double(b[i] - y[i]);
+    const double scale = std::max(std::abs(d), std::abs(e));
+    const double q = std::abs(d - e) / ((atol_elem ? atol_elem[i] : atol) + (rtol_elem ? rtol_elem[i] : rtol) * scale);
+    if (std::isnan(q)) return q;
+    worst = std::max(worst, q);
+  }
+  return worst;
+}
+}  // namespace
+
+double StepKernels::correction_ratio(const at::Tensor& y, const at::Tensor& a, const at::Tensor& b) {
+  at::NoGradGuard g;
+  const at::Tensor yc = y.detach().contiguous(), ac = a.detach().contiguous(), bc = b.detach().contiguous();
+  const double* re = rtol_elem_.defined() ? rtol_elem_.data_ptr<double>() : nullptr;
+  const double* ae = atol_elem_.defined() ? atol_elem_.data_ptr<double>() : nullptr;
+  if (device_.is_cpu()) {
+    if (yc.scalar_type() == at::kFloat) {
+      return correction_ratio_host(yc.data_ptr<float>(), ac.data_ptr<float>(), bc.data_ptr<float>(), yc.numel(),
+                                   opts_.rtol, opts_.atol, re, ae);
+    }
+    return correction_ratio_host(yc.data_ptr<double>(), ac.data_ptr<double>(), bc.data_ptr<double>(), yc.numel(),
+                                 opts_.rtol, opts_.atol, re, ae);
+  }
+  const at::Tensor d = (ac - yc).to(at::kDouble).reshape(-1), e = (bc - yc).to(at::kDouble).reshape(-1);
+  auto tolerance = [&](const at::Tensor& elem, double value) {
+    return elem.defined() ? elem : at::scalar_tensor(value, d.options());
+  };
+  const at::Tensor tol =
+      tolerance(atol_elem_, opts_.atol) + tolerance(rtol_elem_, opts_.rtol) * at::maximum(d.abs(), e.abs());
+  return ((d - e).abs() / tol).max().item<double>();
+}
+
 at::Tensor StepKernels::combine(const at::Tensor& y, const std::vector<at::Tensor>& k, const double* w, int n,
                                 StepSize& h) {
   if (needs_graph(y, k, n, &h)) {

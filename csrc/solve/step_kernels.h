@@ -51,6 +51,11 @@ class StepKernels {
   at::Tensor interp(const at::Tensor& y0, const std::vector<at::Tensor>& k, StepSize& h,
                     const std::vector<double>& poly, int degree, const at::Tensor& theta);
 
+  // The Adams-Moulton corrector's convergence measure (torchdiffeq's): the largest element of
+  // |d - e| / (atol + rtol * max(|d|, |e|)) for the increments d = a - y and e = b - y. One pass
+  // on the host for CPU states; tensor ops otherwise. NaN when an element is not finite.
+  double correction_ratio(const at::Tensor& y, const at::Tensor& a, const at::Tensor& b);
+
   // acc[0] (+)= w * x in one fused pass (a fresh buffer when init): the running weighted stage sums
   // of quadrature terms. acc is a one-element vector so that it can be passed as a term list.
   void accumulate(std::vector<at::Tensor>& acc, const at::Tensor& x, double w, bool init);

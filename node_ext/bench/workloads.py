@@ -60,8 +60,8 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
         if lib == "torchode" and method not in ("dopri5", "tsit5") and "step_size" not in kw.get("options", {}):
             rows.append(_skip(workload, lib, "torchode has no %s" % method))
             continue
-        if lib == "torchode" and method == "rk4":
-            rows.append(_skip(workload, lib, "torchode has no rk4"))
+        if lib == "torchode" and method in ("rk4",) + node_ext.adams.METHODS:
+            rows.append(_skip(workload, lib, "torchode has no %s" % method))
             continue
         solve = odeint_fn(lib)
 
