@@ -313,19 +313,20 @@ def _check_event(event_fn, t, tab, opts, method):
 
 
 CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+ADJOINT_CALLBACK_NAMES = tuple(name + "_adjoint" for name in CALLBACK_NAMES)  # the backward solve's
 
 
-def _step_callbacks(func, per_row):
-    """torchdiffeq's step callbacks found on func, or None when it has none."""
-    found = tuple(getattr(func, name, None) for name in CALLBACK_NAMES)
+def step_callbacks(func, per_row, names=CALLBACK_NAMES):
+    """torchdiffeq's step callbacks (`names`) found on func, or None when it has none."""
+    found = tuple(getattr(func, name, None) for name in names)
     if all(c is None for c in found):
         return None
-    for name, c in zip(CALLBACK_NAMES, found):
+    for name, c in zip(names, found):
         if c is not None and not callable(c):
             raise TypeError("func.%s must be callable as %s(t0, y0, dt), got %s" % (name, name, type(c).__name__))
     if per_row:
-        warnings.warn("func's step callbacks are not called with per-sample time grids (a 2-D t)", RuntimeWarning,
-                      stacklevel=4)
+        warnings.warn("func's step callbacks (%s) are not called with per-sample time grids (a 2-D t)"
+                      % ", ".join(n for n, c in zip(names, found) if c is not None), RuntimeWarning, stacklevel=4)
         return None
     return found
 
@@ -365,4 +366,4 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         t_grad = t.to(device=state.device, dtype=torch.float64)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
-                   callbacks=_step_callbacks(func, per_row))
+                   callbacks=step_callbacks(func, per_row))

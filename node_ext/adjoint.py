@@ -8,7 +8,7 @@ a_theta] backwards interval by interval, in memory independent of the number of 
 import torch
 
 from . import _ops, adams
-from ._problem import build_problem
+from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
 from .odeint import solve_problem
 from .stats import record
 
@@ -38,7 +38,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
         grad_y0, grad_t, grad_params, counts = _ops.native.adjoint(
             problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
-            adj["options"], shapes, problem.per_row, adj["seminorm"])
+            adj["options"], shapes, problem.per_row, adj["seminorm"], adj["callbacks"])
         record(counts, ctx.stats, backward=True)
         adams.warn_unconverged(counts, adj["method"], backward=True)
         if grad_t is not None:
@@ -67,6 +67,12 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             runs from event_t to t[0] (gradients through event_t itself: :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 
+    Step callbacks, as torchdiffeq: ``func.callback_step`` etc. are called by the forward solve;
+    ``func.callback_step_adjoint``, ``callback_accept_step_adjoint`` and
+    ``callback_reject_step_adjoint`` by the backward solve, with ``(t0, (y, a), dt)``: its time
+    (running from t[-1] to t[0]), the pair of the state and its adjoint (each as func receives the
+    state), and the signed step. Not with per-sample time grids.
+
     Tuple states and per-sample time grids are supported. With per-sample grids the backward pass
     maps every sample's interval onto a common parameter, so that all samples share steps.
     """
@@ -82,6 +88,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
                            % _ops.IMPORT_ERROR)
     adjoint = _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
                               adjoint_options, t)
+    adjoint["callbacks"] = step_callbacks(func, problem.per_row, ADJOINT_CALLBACK_NAMES)
     out = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
     if event_fn is None:
         return problem.unflatten(out)

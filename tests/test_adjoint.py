@@ -2,6 +2,7 @@
 tight tolerances), for y0, every t and the parameters; seminorm; memory flat in the number of steps;
 tuple states and per-sample grids; bad input and backward failures."""
 import json
+import math
 import textwrap
 
 import pytest
@@ -98,6 +99,22 @@ def test_gradcheck():
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda y0, t, A: node_ext.odeint_adjoint(f, y0, t, **TIGHT), (y0, t, f.A),
                                     atol=1e-6, rtol=1e-5)
+
+
+def test_dynamics_without_parameters():
+    """Only y0 requires grad (no parameters, no time gradient): the backward solve has no quadrature
+    terms. y' = -y: dL/dy0 for L = y(1) + 2 y(0.5) is e^-1 + 2 e^-0.5."""
+
+    class Decay(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    y = node_ext.odeint_adjoint(Decay(), y0, t, **TIGHT)
+    (y[2] + 2 * y[1]).sum().backward()
+    expect = math.exp(-1.0) + 2 * math.exp(-0.5)
+    torch.testing.assert_close(y0.grad, torch.full((2,), expect, dtype=torch.float64), rtol=1e-8, atol=1e-10)
 
 
 def test_unused_parameters_get_zero_gradients():

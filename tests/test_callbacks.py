@@ -1,5 +1,6 @@
 """torchdiffeq's step callbacks (callback_step, callback_accept_step, callback_reject_step) on func:
-called once per attempt / acceptance / rejection with the step's start, state and signed size."""
+called once per attempt / acceptance / rejection with the step's start, state and signed size; and
+the *_adjoint ones by odeint_adjoint's backward solve."""
 import warnings
 
 import pytest
@@ -56,17 +57,21 @@ def test_callbacks_follow_every_attempt(direction):
         assert a[1:3] == pytest.approx(b[1:3], rel=1e-9, abs=1e-13)
 
 
+class TupleDynamics(torch.nn.Module):
+    """A tuple state of shapes (3,) and (1,) with one parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def forward(self, t, s):
+        return (self.w * s[1].expand(3), -s[0][:1])
+
+
 def test_fixed_grid_tuple_state_and_adjoint():
     seen = []
 
-    class Pair(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
-
-        def forward(self, t, s):
-            return (self.w * s[1].expand(3), -s[0][:1])
-
+    class Pair(TupleDynamics):
         def callback_accept_step(self, t0, s0, dt):
             assert isinstance(s0, tuple) and s0[0].shape == (3,) and s0[1].shape == (1,)
             seen.append(dt.item())
@@ -79,7 +84,7 @@ def test_fixed_grid_tuple_state_and_adjoint():
     out = node_ext.odeint_adjoint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk4",
                                   options=dict(step_size=0.25))
     out[0].sum().backward()
-    assert seen == [0.25] * 4  # the forward solve's steps; the backward solve calls none
+    assert seen == [0.25] * 4  # the forward solve's steps; the backward solve calls the *_adjoint ones
 
 
 def test_bad_callbacks_and_per_sample_grids():
@@ -97,3 +102,59 @@ def test_bad_callbacks_and_per_sample_grids():
         node_ext.odeint(func, torch.ones(3, 2, dtype=torch.float64),
                         torch.linspace(0, 1, 3, dtype=torch.float64).expand(3, 3))
     assert func.log == [] and any("per-sample" in str(w.message) for w in caught)
+
+
+class LoggedAdjoint(Logged):
+    """Logged, plus torchdiffeq's callbacks of the adjoint's backward solve."""
+
+    def callback_step_adjoint(self, t0, z0, dt):
+        self.log.append(("step_adjoint", t0.item(), dt.item(), z0))
+
+    def callback_accept_step_adjoint(self, t0, z0, dt):
+        self.log.append(("accept_adjoint", t0.item(), dt.item(), None))
+
+    def callback_reject_step_adjoint(self, t0, z0, dt):
+        self.log.append(("reject_adjoint", t0.item(), dt.item(), None))
+
+
+def test_adjoint_callbacks_follow_the_backward_solve():
+    func = LoggedAdjoint()
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    stats = node_ext.SolveStats()
+    sol = node_ext.odeint_adjoint(func, y0, t, rtol=1e-6, atol=1e-8, adjoint_params=(), stats=stats)
+    forward = list(func.log)
+    (sol[-1, 0] + sol[2].sum()).backward()
+    backward = func.log[len(forward):]
+    kinds = [entry[0] for entry in backward]
+    # The forward solve calls only the forward callbacks, the backward solve only the *_adjoint ones.
+    assert all(not k.endswith("_adjoint") for k, *_ in forward) and len(forward) == 2 * stats.n_steps
+    assert kinds.count("step_adjoint") == stats.n_steps_backward
+    assert kinds.count("accept_adjoint") == stats.n_accepted_backward
+    assert kinds.count("reject_adjoint") == stats.n_rejected_backward > 0
+    accepted = [dt for kind, _, dt, _ in backward if kind == "accept_adjoint"]
+    assert all(dt < 0 for dt in accepted) and abs(sum(accepted) + 2.0) < 1e-12  # from t[-1] back to t[0]
+    starts = [t0 for kind, t0, _, _ in backward if kind == "step_adjoint"]
+    assert starts[0] == 2.0 and all(a >= b for a, b in zip(starts, starts[1:]))
+    # The state is the pair (y, a): y at t[-1] and the adjoint dL/dy(t[-1]) at the first step.
+    y, a = backward[0][3]
+    torch.testing.assert_close(y, sol[-1].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(a, torch.tensor([1.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_adjoint_callbacks_tuple_state():
+    seen = []
+
+    class Pair(TupleDynamics):
+        def callback_accept_step_adjoint(self, t0, z0, dt):
+            (y, a) = z0
+            assert isinstance(y, tuple) and y[0].shape == (3,) and y[1].shape == (1,)
+            assert isinstance(a, tuple) and a[0].shape == (3,) and a[1].shape == (1,)
+            seen.append((t0.item(), dt.item()))
+
+    s0 = (torch.ones(3, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    out = node_ext.odeint_adjoint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk4",
+                                  options=dict(step_size=0.25))
+    assert seen == []
+    out[0].sum().backward()
+    assert seen == [(1.0, -0.25), (0.75, -0.25), (0.5, -0.25), (0.25, -0.25)]

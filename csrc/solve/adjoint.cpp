@@ -163,6 +163,7 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
     std::vector<double> grid;
     for (int64_t j = 0; j < T; ++j) grid.push_back(pb.per_row ? static_cast<double>(j) : pb.t[0][T - 1 - j]);
     sp.t = {grid};
+    if (!pb.per_row) sp.on_step = pb.on_step;  // (per-sample grids run on a normalised time)
     auto interval = [&](int64_t i, int64_t j) {  // per-sample grids: sample times on [j, j+1] run t_i -> t_{i-1}
       const at::Tensor hi = time_of(i);
       dyn.set_interval(hi, time_of(i - 1) - hi, static_cast<double>(j));
@@ -180,8 +181,10 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
       }
       if (i == 0) {
         a = a_new;
-        a_t = q_new.narrow(0, 0, n_t);
-        a_p = q_new.narrow(0, n_t, n_params);
+        if (q_new.defined()) {  // (undefined without parameters or time gradients: nothing to integrate)
+          a_t = q_new.narrow(0, 0, n_t);
+          a_p = q_new.narrow(0, n_t, n_params);
+        }
         return false;  // the end of the solve
       }
       z = at::cat({pb.solution[i].reshape({-1}), a_new});

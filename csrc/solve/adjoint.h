@@ -12,10 +12,12 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 #include "solve/dynamics.h"
 #include "solve/options.h"
+#include "solve/rk_solver.h"
 #include "solve/solve_error.h"
 
 namespace node_ext {
@@ -30,6 +32,8 @@ struct AdjointProblem {
   bool t_requires_grad = false;
   std::vector<int64_t> state_groups;    // error-norm groups of the state (tuple members), or empty
   bool seminorm = false;                // leave a_t and a_theta out of the error control
+  // Step callbacks of the backward solve (single time grid), with its flat state [y, a].
+  std::function<void(StepCallback kind, double t0, const at::Tensor& z, double dt)> on_step;
 };
 
 struct AdjointResult {

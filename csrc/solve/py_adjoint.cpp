@@ -13,8 +13,9 @@ namespace {
 
 py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Tensor& solution, const at::Tensor& grad,
                   const at::Tensor& t, bool t_requires_grad, const std::string& method, const py::dict& options,
-                  std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, bool seminorm) {
+                  std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, bool seminorm, py::object callbacks) {
   const std::vector<int64_t> groups = member_sizes(tuple_shapes);
+  auto on_step = step_callbacks(callbacks, tuple_shapes, solution.sizes().slice(1).vec(), true);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   AdjointProblem pb;
   pb.f = &dynamics;
@@ -30,6 +31,7 @@ py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Ten
   pb.t_requires_grad = t_requires_grad;
   pb.state_groups = groups.size() > 1 ? groups : std::vector<int64_t>();
   pb.seminorm = seminorm;
+  pb.on_step = std::move(on_step);
   AdjointResult r = solve_adjoint(pb, parse_options(method, options));
   py::object grad_t = r.grad_t.defined() ? py::cast(r.grad_t) : py::none();
   return py::make_tuple(r.grad_y0, grad_t, r.grad_params, stats_dict(r.stats));
@@ -40,7 +42,7 @@ py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Ten
 void bind_adjoint(py::module_& m) {
   m.def("adjoint", &adjoint, py::arg("func"), py::arg("params"), py::arg("solution"), py::arg("grad"), py::arg("t"),
         py::arg("t_requires_grad"), py::arg("method"), py::arg("options"), py::arg("tuple_shapes"),
-        py::arg("per_row"), py::arg("seminorm"),
+        py::arg("per_row"), py::arg("seminorm"), py::arg("callbacks") = py::none(),
         "Adjoint backward pass: (grad_y0, grad_t or None, [grad_params], stats).");
 }
 

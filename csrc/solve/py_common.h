@@ -3,10 +3,12 @@
 
 #include <torch/extension.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "solve/options.h"
+#include "solve/rk_solver.h"
 #include "solve/solve_error.h"
 
 namespace node_ext {
@@ -15,5 +17,14 @@ namespace node_ext {
 SolveOptions parse_options(const std::string& method, const pybind11::dict& d);
 pybind11::dict stats_dict(const SolveStats& s);
 std::vector<double> doubles(const at::Tensor& t);  // a tensor's values, as float64, on the host
+
+// func's step callbacks (a tuple of callback_step, callback_accept_step, callback_reject_step, each
+// may be None; or None) as the loop's on_step hook, called as torchdiffeq does: (t0, y0, dt), t0 and
+// dt float64 tensors on the state's device, y0 as func receives the state (of state_shape, or a
+// tuple of the members' shapes). adjoint: the loop's state is the adjoint's flat [y, a], passed as
+// the pair (y, a).
+std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
+    pybind11::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape,
+    bool adjoint);
 
 }  // namespace node_ext

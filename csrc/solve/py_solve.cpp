@@ -70,6 +70,32 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
   return o;
 }
 
+std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
+    py::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape,
+    bool adjoint) {
+  if (callbacks.is_none()) return nullptr;
+  py::tuple fns = callbacks;
+  const std::vector<int64_t> sizes = member_sizes(shapes);
+  return [fns, shapes, sizes, state_shape, adjoint](StepCallback kind, double t0, const at::Tensor& z, double dt) {
+    py::object fn = fns[static_cast<size_t>(kind)];
+    if (fn.is_none()) return;
+    const auto opts = at::TensorOptions().dtype(at::kDouble).device(z.device());
+    std::vector<at::Tensor> views;
+    auto as_state = [&](const at::Tensor& flat) -> py::object {
+      if (shapes.empty()) return py::cast(flat.view(state_shape));
+      return state_tuple(flat.reshape({-1}), shapes, sizes, &views);
+    };
+    py::object state;
+    if (adjoint) {
+      const std::vector<at::Tensor> halves = z.reshape({-1}).chunk(2);
+      state = py::make_tuple(as_state(halves[0]), as_state(halves[1]));
+    } else {
+      state = as_state(z);
+    }
+    fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(dt, opts));
+  };
+}
+
 py::dict stats_dict(const SolveStats& s) {
   py::dict d;
   d["n_fev"] = s.n_fev;
@@ -82,30 +108,12 @@ py::dict stats_dict(const SolveStats& s) {
 
 namespace {
 
-// func's callback_step / callback_accept_step / callback_reject_step (each may be None), called
-// as torchdiffeq does: (t0, y0, dt), the times as float64 tensors on the state's device, y0 a tuple
-// for a tuple state.
-std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
-    py::object callbacks, const std::vector<std::vector<int64_t>>& shapes) {
-  if (callbacks.is_none()) return nullptr;
-  py::tuple fns = callbacks;
-  const std::vector<int64_t> sizes = member_sizes(shapes);
-  return [fns, shapes, sizes](StepCallback kind, double t0, const at::Tensor& y, double dt) {
-    py::object fn = fns[static_cast<size_t>(kind)];
-    if (fn.is_none()) return;
-    const auto opts = at::TensorOptions().dtype(at::kDouble).device(y.device());
-    std::vector<at::Tensor> views;
-    py::object state = shapes.empty() ? py::cast(y) : py::object(state_tuple(y, shapes, sizes, &views));
-    fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(dt, opts));
-  };
-}
-
 py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
                 const std::string& method, const py::dict& options,
                 std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn,
                 py::object callbacks) {
   PyEventFunction event(event_fn, tuple_shapes);
-  auto on_step = step_callbacks(callbacks, tuple_shapes);
+  auto on_step = step_callbacks(callbacks, tuple_shapes, y0.sizes().vec(), false);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   SolveOptions opts = parse_options(method, options);
   SolveProblem pb;

@@ -1,8 +1,8 @@
 // The solve loop: explicit Runge-Kutta steps, adaptive (embedded error estimate, PID controller,
 // accept/reject, FSAL) or on a fixed grid, with outputs at every requested time from the method's
-// continuous extension. Python is entered only through Dynamics (s calls per step for an s-stage
-// method). With per-row time grids every row (sample) has its own step size, accept/reject and
-// outputs, as if solved alone.
+// continuous extension; or the Adams multistep methods on a fixed grid (adams.h). Python is entered
+// only through Dynamics (s calls per step for an s-stage method). With per-row time grids every row
+// (sample) has its own step size, accept/reject and outputs, as if solved alone.
 #pragma once
 
 #include <ATen/core/Tensor.h>
