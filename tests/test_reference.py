@@ -76,6 +76,8 @@ def test_fallback_without_the_extension(monkeypatch):
     p = Linear()
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
     native_result = node_ext.odeint(p, p.y0, t)
+    adams = dict(method="implicit_adams", options=dict(step_size=0.05))
+    native_adams = node_ext.odeint(p, p.y0, t, **adams)
     monkeypatch.setattr(_ops, "native", None)
     monkeypatch.setattr(odeint_module, "_warned", False)
     with warnings.catch_warnings(record=True) as caught:
@@ -86,3 +88,4 @@ def test_fallback_without_the_extension(monkeypatch):
     assert len(messages) == 1 and "reference solvers" in messages[0]
     torch.testing.assert_close(a, native_result, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(b, native_result, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(node_ext.odeint(p, p.y0, t, **adams), native_adams, rtol=1e-10, atol=1e-12)

@@ -80,7 +80,7 @@ class AdamsSolver(_Solver):
                 if converged:
                     break
             if not converged:
-                self.counts["n_unconverged"] = self.counts.get("n_unconverged", 0) + 1
+                self.counts["n_unconverged"] += 1
                 self.history.pop()
         return [k0], y_new
 
