@@ -362,7 +362,8 @@ const std::vector<double>& RkSolver::estimate(StepSize& h, at::Tensor& y_new) {
   if (!tab_.adaptive) {
     // No error estimate: the norm of the increment only detects a non-finite state.
     const std::vector<double>& e =
-        kern_.error_ratio(y_, &y_new, !y_new.defined(), k_, weights_.data(), weights_.data(), n_terms_, h);
+        kern_.error_ratio(y_, &y_new, !y_new.defined(), k_, weights_.data(), weights_.data(),
+                          static_cast<int>(weights_.size()), h);
     for (int64_t r = 0; r < rows_; ++r) {
       if (plan_[r].active && !std::isfinite(e[r])) {
         fail(FailureKind::NonFinite, r,

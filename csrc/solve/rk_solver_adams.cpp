@@ -12,7 +12,6 @@ std::string RkSolver::method_name() const {
 
 void RkSolver::use_tableau_weights() {
   weights_.assign(tab_.b, tab_.b + tab_.stages);
-  n_terms_ = tab_.stages;
   if (adams_) dense_ = make_dense_output(tab_, o_.cubic_interp);
 }
 
@@ -24,14 +23,12 @@ at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
   k_.resize(static_cast<size_t>(order));
   for (int j = 0; j < order; ++j) k_[j] = history_->f(j);
   weights_ = history_->bashforth(order, step);
-  n_terms_ = order;
   at::Tensor y_new = kern_.combine(y_, k_, weights_.data(), order, h);
   at::Tensor dq_end;
   if (o_.adams.implicit) {
     // Adams-Moulton by functional iteration from the prediction; converged when successive
     // increments agree to within the tolerances in every element (torchdiffeq's test).
     weights_ = history_->moulton(order, step);
-    n_terms_ = order + 1;
     k_.emplace_back();
     const std::vector<double> t_end{plan_[0].end};
     const at::Tensor t_expr = t_grad_ ? t_cur_T_ + h.tensor : at::Tensor();
@@ -51,7 +48,7 @@ at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
     for (int j = 0; j < order; ++j) qkern_->accumulate(qb_, history_->dq(j), weights_[j], j == 0);
     if (dq_end.defined()) qkern_->accumulate(qb_, dq_end, weights_[order], false);
   }
-  dense_ = interpolating_dense_output(weights_.data(), n_terms_, false, o_.cubic_interp);
+  dense_ = interpolating_dense_output(weights_.data(), static_cast<int>(weights_.size()), false, o_.cubic_interp);
   return y_new;
 }
 

@@ -149,8 +149,7 @@ class RkSolver {
   const bool quad_;
   const bool adams_;
   std::unique_ptr<AdamsHistory> history_;
-  std::vector<double> weights_;  // fixed grids: y_new = y + h sum_j weights_[j] k_[j], j < n_terms_
-  int n_terms_ = 0;
+  std::vector<double> weights_;  // fixed grids: y_new = y + h sum_j weights_[j] k_[j], one per term
   static constexpr double kOne[1] = {1.0};
   // Quadrature terms: value, first-stage derivative, running b- and b_err-weighted stage sums.
   SolveOptions qopts_;
