@@ -11,6 +11,7 @@ namespace py = pybind11;
 namespace node_ext {
 void bind_solve(py::module_& m);    // solve/py_solve.cpp
 void bind_adjoint(py::module_& m);  // solve/py_adjoint.cpp
+void bind_native(py::module_& m);   // solve/py_native.cpp
 
 namespace {
 
@@ -54,4 +55,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("built_with_cuda", &node_ext::built_with_cuda);
   node_ext::bind_solve(m);
   node_ext::bind_adjoint(m);
+  node_ext::bind_native(m);
 }

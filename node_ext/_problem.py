@@ -38,6 +38,7 @@ class Problem:
     user_norm: Optional[Callable] = None
     event_fn: Optional[Callable] = None  # a terminal event: the solve runs from t[0] until it changes sign
     callbacks: Optional[tuple] = None    # func's (callback_step, callback_accept_step, callback_reject_step)
+    native: Optional[object] = None      # func's native form (node_ext/nn/native.py), run in its place
     extra: dict = field(default_factory=dict)
 
     @property
@@ -364,6 +365,8 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     t_grad = None
     if t.requires_grad and torch.is_grad_enabled():
         t_grad = t.to(device=state.device, dtype=torch.float64)
+    native = getattr(func, "native_dynamics", None)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
-                   callbacks=step_callbacks(func, per_row))
+                   callbacks=step_callbacks(func, per_row),
+                   native=native(state) if callable(native) and shapes is None else None)

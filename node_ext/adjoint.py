@@ -37,7 +37,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         t_grad = ctx.needs_input_grad[4]
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
         grad_y0, grad_t, grad_params, counts = _ops.native.adjoint(
-            problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
+            problem.native or problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
             adj["options"], shapes, problem.per_row, adj["seminorm"], adj["callbacks"])
         record(counts, ctx.stats, backward=True)
         adams.warn_unconverged(counts, adj["method"], backward=True)

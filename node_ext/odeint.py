@@ -77,7 +77,7 @@ def solve_problem(problem):
     opts = dict(problem.options)
     opts["norm"] = _norm_for(problem)
     shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
-    out = _ops.native.solve(problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
+    out = _ops.native.solve(problem.native or problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
                             problem.per_row, problem.event_fn, problem.callbacks)
     return out if len(out) == 3 else (out[0], out[1], None)
 

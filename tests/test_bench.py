@@ -25,7 +25,7 @@ def test_results_json_schema(quick_w1):
     for key in ("machine", "torch", "threads", "git_revision", "device", "cpu_count", "node_ext_native"):
         assert key in env
     assert env["threads"] == 1 and env["device"] == "cpu" and env["node_ext_native"] is True
-    rows = {r["library"]: r for r in data["results"] if r["workload"] == "W1"}
+    rows = {r["library"]: r for r in data["results"] if r["workload"] == "W1" and not r.get("mode")}
     ours = rows["node_ext"]
     for key in ("time", "nfe", "error", "overhead_ratio", "speedup"):
         assert key in ours
@@ -34,6 +34,21 @@ def test_results_json_schema(quick_w1):
     assert ours["nfe"] > 0 and ours["error"] < 1e-3
     for lib in ("reference", "torchdiffeq"):
         assert ours["speedup"][lib] == pytest.approx(rows[lib]["time"]["median"] / ours["time"]["median"])
+
+
+def test_native_dynamics_row(quick_w1):
+    """W1's MLP as an MLPODEF run in C++: compared with every library's row, node_ext's own (with
+    the MLP called from Python) included, at the same error."""
+    with open(os.path.join(quick_w1, "results.json")) as f:
+        data = json.load(f)
+    rows = {(r["library"], r.get("mode")): r for r in data["results"] if r["workload"] == "W1"}
+    native, python = rows[("node_ext", "native f")], rows[("node_ext", None)]
+    assert native["nfe"] == python["nfe"] and native["error"] < 1e-3
+    for lib in ("node_ext", "reference", "torchdiffeq"):
+        base = rows[(lib, None)]["time"]["median"]
+        assert native["speedup"][lib] == pytest.approx(base / native["time"]["median"])
+    with open(os.path.join(quick_w1, "results.md")) as f:
+        assert "| W1 | node_ext (native f) |" in f.read()
 
 
 def test_table_and_markdown(quick_w1, capsys):

@@ -16,9 +16,10 @@ py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Ten
                   std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, bool seminorm, py::object callbacks) {
   const std::vector<int64_t> groups = member_sizes(tuple_shapes);
   auto on_step = step_callbacks(callbacks, tuple_shapes, solution.sizes().slice(1).vec(), true);
+  Dynamics* native = native_dynamics(func);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   AdjointProblem pb;
-  pb.f = &dynamics;
+  pb.f = native ? native : &dynamics;
   pb.params = std::move(params);
   pb.solution = solution.contiguous();
   pb.grad = grad.contiguous();
@@ -32,7 +33,12 @@ py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Ten
   pb.state_groups = groups.size() > 1 ? groups : std::vector<int64_t>();
   pb.seminorm = seminorm;
   pb.on_step = std::move(on_step);
-  AdjointResult r = solve_adjoint(pb, parse_options(method, options));
+  const SolveOptions opts = parse_options(method, options);
+  AdjointResult r;
+  {
+    GilReleaseIf no_gil(native && !pb.on_step && !opts.user_norm);
+    r = solve_adjoint(pb, opts);
+  }
   py::object grad_t = r.grad_t.defined() ? py::cast(r.grad_t) : py::none();
   return py::make_tuple(r.grad_y0, grad_t, r.grad_params, stats_dict(r.stats));
 }

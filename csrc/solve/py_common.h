@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,5 +27,21 @@ std::vector<double> doubles(const at::Tensor& t);  // a tensor's values, as floa
 std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
     pybind11::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape,
     bool adjoint);
+
+// The native dynamics behind func (a node_ext._C.MLPDynamics), or nullptr for a Python callable
+// (solve/py_native.cpp). The pointer lives as long as func.
+Dynamics* native_dynamics(pybind11::handle func);
+
+// Releases the GIL for its scope when `release` (a solve that calls no Python: native dynamics,
+// no event function, step callbacks or user norm); destroyed before any Python object is touched.
+class GilReleaseIf {
+ public:
+  explicit GilReleaseIf(bool release) {
+    if (release) release_.emplace();
+  }
+
+ private:
+  std::optional<pybind11::gil_scoped_release> release_;
+};
 
 }  // namespace node_ext

@@ -114,10 +114,11 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
                 py::object callbacks) {
   PyEventFunction event(event_fn, tuple_shapes);
   auto on_step = step_callbacks(callbacks, tuple_shapes, y0.sizes().vec(), false);
+  Dynamics* native = native_dynamics(func);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   SolveOptions opts = parse_options(method, options);
   SolveProblem pb;
-  pb.f = &dynamics;
+  pb.f = native ? native : &dynamics;
   pb.y0 = y0.contiguous();
   pb.per_row = per_row;
   if (per_row) {
@@ -128,7 +129,11 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
   if (!t_grad.is_none()) pb.t_grad = t_grad.cast<at::Tensor>();
   if (!event_fn.is_none()) pb.event = &event;
   pb.on_step = std::move(on_step);
-  SolveResult res = solve_ivp(pb, opts);
+  SolveResult res;
+  {
+    GilReleaseIf no_gil(native && !pb.event && !pb.on_step && !opts.user_norm);
+    res = solve_ivp(pb, opts);
+  }
   if (pb.event) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t);
   return py::make_tuple(res.solution, stats_dict(res.stats));
 }

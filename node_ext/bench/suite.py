@@ -19,14 +19,16 @@ def describe():
 
 def speedups(rows):
     """Adds to each node_ext row its speedup over every other library's row of the same workload and
-    gradient mode (time ratio of medians)."""
+    gradient mode (time ratio of medians). A row with `compare_mode` (native dynamics) is compared
+    with the rows of that mode instead, node_ext's own included."""
     for ours in rows:
         if ours.get("library") != "node_ext" or "skipped" in ours or "time" not in ours:
             continue
         ours["speedup"] = {}
+        against = ours.get("compare_mode", ours.get("mode"))
         for r in rows:
-            if (r is ours or r.get("workload") != ours["workload"] or r.get("mode") != ours.get("mode")
-                    or "skipped" in r or "time" not in r or r.get("library") == "node_ext"):
+            if (r is ours or r.get("workload") != ours["workload"] or r.get("mode") != against
+                    or "skipped" in r or "time" not in r or (r.get("library") == "node_ext" and "compare_mode" not in ours)):
                 continue
             ours["speedup"][r["library"]] = r["time"]["median"] / ours["time"]["median"]
     return rows

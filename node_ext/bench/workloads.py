@@ -13,6 +13,9 @@ from .libraries import Counted, available, odeint_fn
 from .timing import interleaved, paired_median
 
 LIBRARIES = ("node_ext", "reference", "torchdiffeq", "torchode")
+# The mode of node_ext's rows whose dynamics run natively (an MLPODEF twin of the workload's MLP);
+# their speedups are taken against the rows of the usual mode (Python dynamics).
+NATIVE_MODE = "native f"
 
 
 def mlp(widths, act, dtype, device, seed=0):
@@ -71,6 +74,16 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
 
         fns[lib] = run
         counters[lib] = solve
+    native = cfg.get("native")
+    if native is not None and "node_ext" in fns:
+        if native.native_dynamics(y0) is None:
+            rows.append(dict(_skip(workload, "node_ext", "the MLP cannot be evaluated natively here"), mode=NATIVE_MODE))
+        else:
+            def run_native():
+                with torch.no_grad():
+                    return node_ext.odeint(native, y0, t, method=method, **kw)
+
+            fns[NATIVE_MODE] = run_native
     exact = _reference_solution(func, y0, t, method="dopri8")
     # One untimed run per library through a counting wrapper: the answer and the NFE. The timed
     # runs call the dynamics directly, like the bare-call measurement they are compared with.
@@ -80,6 +93,9 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
         with torch.no_grad():
             answers[lib] = solve(counted, y0, t, method=method, **kw)
         nfe[lib] = counted.calls
+    if NATIVE_MODE in fns:
+        answers[NATIVE_MODE] = fns[NATIVE_MODE]()
+        nfe[NATIVE_MODE] = node_ext.last_stats().n_fev
     repeats = cfg["repeats"][0 if quick else 1]
     # The bare dynamics, called as often as node_ext calls it, is timed in the same rounds: the
     # overhead ratio and the time beyond the dynamics are medians of per-round comparisons.
@@ -95,6 +111,11 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
     per_call = [b / calls for b in timed["_bare"]["samples"]]
     for lib in fns:
         err = (answers[lib].double() - exact).abs().max().item()
+        if lib == NATIVE_MODE:
+            rows.append(dict(workload=workload, library="node_ext", mode=NATIVE_MODE, compare_mode=None,
+                             time={k: v for k, v in timed[lib].items() if k != "samples"}, nfe=nfe[lib], error=err,
+                             note="f = MLPODEF run in C++, no Python per step"))
+            continue
         samples = timed[lib]["samples"]
         row = dict(workload=workload, library=lib, time={k: v for k, v in timed[lib].items() if k != "samples"},
                    nfe=nfe[lib], error=err, call_us=statistics.median(per_call) * 1e6,
@@ -131,11 +152,21 @@ def _beyond_dynamics(solve, func, y0, t, method, kw, nfe, steps, repeats):
     return paired_median(timed["solve"]["samples"], timed["loop"]["samples"], lambda a, b: (a - b) / steps * 1e6)
 
 
+def native_twin(net, activation, widths):
+    """The MLP `net` (f(t, y) = net(y)) as an MLPODEF with the same weights, which odeint evaluates
+    in C++ (node_ext/nn/native.py)."""
+    p = next(net.parameters())
+    f = node_ext.MLPODEF(widths[0], hidden=tuple(widths[1:-1]), activation=activation, time_dependent=False)
+    f = f.to(dtype=p.dtype, device=p.device)
+    f.net.load_state_dict(net.state_dict())
+    return node_ext.nn.as_ty(f)
+
+
 def w1(quick, device, dtype=torch.float32, progress=None):
     """W1: small MLP solve. 2-50-50-2 tanh, batch 16, 10 points on [0, 25], dopri5 1e-6/1e-8."""
     net = mlp([2, 50, 50, 2], torch.nn.Tanh, dtype, device)
     torch.manual_seed(1)
-    cfg = dict(func=Autonomous(net), y0=torch.randn(16, 2, dtype=dtype, device=device),
+    cfg = dict(func=Autonomous(net), native=native_twin(net, torch.nn.Tanh, [2, 50, 50, 2]), y0=torch.randn(16, 2, dtype=dtype, device=device),
                t=torch.linspace(0, 25, 10, dtype=dtype, device=device), method="dopri5",
                kw=dict(rtol=1e-6, atol=1e-8), repeats=(5, 21))
     return forward_solve("W1", cfg, quick, device, progress=progress)
@@ -145,7 +176,7 @@ def w4(quick, device, dtype=torch.float32, progress=None):
     """W4: fixed-step overhead. 2-16-2 ELU, batch 1, 1000 rk4 steps on [0, 10]."""
     net = mlp([2, 16, 2], torch.nn.ELU, dtype, device)
     torch.manual_seed(2)
-    cfg = dict(func=Autonomous(net), y0=torch.randn(1, 2, dtype=dtype, device=device),
+    cfg = dict(func=Autonomous(net), native=native_twin(net, torch.nn.ELU, [2, 16, 2]), y0=torch.randn(1, 2, dtype=dtype, device=device),
                t=torch.tensor([0.0, 10.0], dtype=dtype, device=device), method="rk4",
                kw=dict(options=dict(step_size=0.01)), steps=1000, repeats=(5, 21))
     return forward_solve("W4", cfg, quick, device, progress=progress)

@@ -3,6 +3,7 @@ time as an input (a feature for the MLP, a channel for the convolutions), as in 
 import torch
 from torch import nn
 
+from .native import mlp_dynamics, runs_own_forward, without_hooks
 from .odef import ODEF
 
 
@@ -20,10 +21,16 @@ class MLPODEF(ODEF):
         dim: the state's width.
         hidden: widths of the hidden layers.
         activation: an nn.Module class, placed after every hidden layer.
+        native: let odeint evaluate it in C++ (node_ext._C.MLPDynamics: the same ATen calls as
+            ``forward``, identical results) so that whole solves run without Python; it applies when
+            the activation is Tanh, ReLU, ELU, Softplus, Sigmoid, SiLU, LeakyReLU or GELU and no
+            hooks are registered (node_ext/nn/native.py). Set ``native=False`` (or the attribute) to
+            always call ``forward``.
     """
 
-    def __init__(self, dim, hidden=(64, 64), activation=nn.Tanh, time_dependent=True):
+    def __init__(self, dim, hidden=(64, 64), activation=nn.Tanh, time_dependent=True, native=True):
         super().__init__()
+        self.native = native
         if dim < 1 or any(h < 1 for h in hidden):
             raise ValueError("dim and hidden widths must be positive, got dim=%r, hidden=%r" % (dim, hidden))
         self.time_dependent = time_dependent
@@ -37,6 +44,13 @@ class MLPODEF(ODEF):
 
     def forward(self, z, t):
         return self.net(add_time(z, t) if self.time_dependent else z)
+
+    def native_form(self, z0):
+        """node_ext._C.MLPDynamics computing forward for states like z0, or None (see __init__)."""
+        if not self.native or not runs_own_forward(self, MLPODEF) or not without_hooks(self):
+            return None
+        dim = self.net[-1].out_features if len(self.net) and isinstance(self.net[-1], nn.Linear) else -1
+        return mlp_dynamics(self.net, dim, self.time_dependent, z0)
 
 
 def _norm(kind, channels):

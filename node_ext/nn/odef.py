@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from .native import runs_own_forward, without_hooks
+
 
 class ODEF(nn.Module):
     """Dynamics dz/dt = forward(z, t) as an ``nn.Module``.
@@ -33,6 +35,11 @@ class ODEF(nn.Module):
         adfdp = torch.cat(flat) if flat else out.new_zeros(0)
         return out.detach(), adfdz, adfdt, adfdp
 
+    def native_form(self, z0):
+        """A native (C++) equivalent of this module for states like ``z0``, or None (the default):
+        see node_ext/nn/native.py. :class:`MLPODEF` has one."""
+        return None
+
     def flatten_parameters(self):
         """All parameters as one flat tensor (a copy, in self.parameters() order)."""
         params = [p.reshape(-1) for p in self.parameters()]
@@ -45,6 +52,12 @@ class _TimeFirst(nn.Module):
     def __init__(self, func):
         super().__init__()
         self.func = func
+
+    def native_dynamics(self, y0):
+        """The ODEF's native form for the state y0 (odeint's protocol, node_ext/nn/native.py)."""
+        if not runs_own_forward(self, _TimeFirst) or not without_hooks(self):
+            return None
+        return self.func.native_form(y0)
 
     def forward(self, t, y):
         batch = y.shape[0] if y.dim() > 0 else 1

@@ -1,0 +1,217 @@
+#include "solve/mlp_dynamics.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/GradMode.h>
+
+#include "kernels/cpu/dense_layer.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace node_ext {
+
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream o;
+  o << t.sizes();
+  return o.str();
+}
+
+[[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("MLPDynamics: " + message); }
+
+}  // namespace
+
+MLPActivation MLPActivation::named(const std::string& name, double alpha, double threshold,
+                                   const std::string& approximate) {
+  static const std::pair<const char*, Kind> kinds[] = {
+      {"Tanh", Kind::Tanh}, {"ReLU", Kind::ReLU}, {"ELU", Kind::ELU}, {"Softplus", Kind::Softplus},
+      {"Sigmoid", Kind::Sigmoid}, {"SiLU", Kind::SiLU}, {"LeakyReLU", Kind::LeakyReLU}, {"GELU", Kind::GELU}};
+  MLPActivation a;
+  bool found = false;
+  std::string names;
+  for (const auto& [n, k] : kinds) {
+    names += std::string(names.empty() ? "" : ", ") + n;
+    if (name == n) {
+      a.kind = k;
+      found = true;
+    }
+  }
+  if (!found) invalid("activation must be one of " + names + ", got '" + name + "'");
+  if (a.kind == Kind::GELU && approximate != "none" && approximate != "tanh") {
+    invalid("GELU approximate must be 'none' or 'tanh', got '" + approximate + "'");
+  }
+  a.alpha = alpha;
+  a.threshold = threshold;
+  a.approximate = approximate;
+  return a;
+}
+
+at::Tensor MLPActivation::operator()(const at::Tensor& x) const {
+  switch (kind) {
+    case Kind::Tanh: return at::tanh(x);
+    case Kind::ReLU: return at::relu(x);
+    case Kind::ELU: return at::elu(x, alpha);
+    case Kind::Softplus: return at::softplus(x, alpha, threshold);
+    case Kind::Sigmoid: return at::sigmoid(x);
+    case Kind::SiLU: return at::silu(x);
+    case Kind::LeakyReLU: return at::leaky_relu(x, alpha);
+    case Kind::GELU: return at::gelu(x, approximate);
+  }
+  return x;
+}
+
+MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
+                         MLPActivation activation, bool time_dependent)
+    : weights_(std::move(weights)), biases_(std::move(biases)), activation_(std::move(activation)),
+      time_dependent_(time_dependent) {
+  if (weights_.empty()) invalid("weights must hold at least one layer");
+  if (biases_.size() != weights_.size()) {
+    invalid("biases must hold one entry (a tensor or None) per layer: " + std::to_string(weights_.size()) +
+            " weights, " + std::to_string(biases_.size()) + " biases");
+  }
+  const at::Tensor& w0 = weights_[0];
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    const at::Tensor& w = weights_[i];
+    const std::string name = "weights[" + std::to_string(i) + "]";
+    if (!w.defined() || w.dim() != 2) invalid(name + " must be a 2-D tensor (out, in), got shape " + shape_of(w));
+    if (!at::isFloatingType(w.scalar_type()) || w.scalar_type() != w0.scalar_type() || w.device() != w0.device()) {
+      invalid(name + " must have the floating dtype and device of weights[0]");
+    }
+    if (i > 0 && w.size(1) != weights_[i - 1].size(0)) {
+      invalid(name + " of shape " + shape_of(w) + " does not take the " + std::to_string(weights_[i - 1].size(0)) +
+              " outputs of the layer before it");
+    }
+    const std::optional<at::Tensor>& b = biases_[i];
+    if (b && b->defined()) {
+      if (b->dim() != 1 || b->size(0) != w.size(0)) {
+        invalid("biases[" + std::to_string(i) + "] of shape " + shape_of(*b) + " for weights of shape " + shape_of(w));
+      }
+      if (b->scalar_type() != w0.scalar_type() || b->device() != w0.device()) {
+        invalid("biases[" + std::to_string(i) + "] must have the dtype and device of weights[0]");
+      }
+    }
+  }
+  dim_ = weights_.back().size(0);
+  for (const at::Tensor& w : weights_) work_per_row_ += w.size(0) * w.size(1);
+  const int64_t in = dim_ + (time_dependent_ ? 1 : 0);
+  if (w0.size(1) != in) {
+    invalid("weights[0] of shape " + shape_of(w0) + " for a state of width " + std::to_string(dim_) +
+            (time_dependent_ ? " and time as an extra input" : "") + ": expected " + std::to_string(in) + " inputs");
+  }
+}
+
+at::Tensor MLPDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
+  return fused_applies(t, y) ? eval_fused(t, y) : eval_aten(t, y);
+}
+
+at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) const {
+  at::Tensor x = y;
+  if (time_dependent_) {
+    // As node_ext.nn.add_time: the time (one per row, or one for all) as the last feature.
+    TORCH_CHECK(y.dim() == 2, "MLPDynamics: a time-dependent MLP takes a state of shape (batch, ", dim_,
+                "), got ", y.sizes());
+    const at::Tensor tt = t.reshape({-1, 1}).to(y.scalar_type()).expand({y.size(0), 1});
+    x = at::cat({y, tt}, 1);
+  }
+  const size_t n = weights_.size();
+  for (size_t i = 0; i < n; ++i) {
+    x = at::linear(x, weights_[i], biases_[i]);
+    if (i + 1 < n) x = activation_(x);
+  }
+  return x.is_contiguous() ? x : x.contiguous();
+}
+
+bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only) const {
+  const at::ScalarType dtype = weights_[0].scalar_type();
+  if (!y.device().is_cpu() || !weights_[0].device().is_cpu() || y.scalar_type() != dtype || !y.is_contiguous() ||
+      (dtype != at::kFloat && dtype != at::kDouble) || y.dim() < 1 || y.size(-1) != dim_ ||
+      (time_dependent_ && y.dim() != 2) || (small_only && y.numel() / dim_ * work_per_row_ > kFusedMaxWork) ||
+      t.numel() > std::max<int64_t>(1, y.numel() / dim_)) {
+    return false;
+  }
+  if (!c10::GradMode::is_enabled()) return true;
+  if (y.requires_grad() || t.requires_grad()) return false;
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    if (weights_[i].requires_grad() || (biases_[i] && biases_[i]->defined() && biases_[i]->requires_grad())) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void MLPDynamics::refresh_transposed() {
+  if (transposed_.size() != weights_.size()) {
+    transposed_.assign(weights_.size(), at::Tensor());
+    versions_.assign(weights_.size(), 0);
+  }
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    const uint32_t v = weights_[i]._version();
+    if (transposed_[i].defined() && versions_[i] == v) continue;
+    // (in, out), with the padding the layer kernel's edge tiles read past the end.
+    const at::Tensor& w = weights_[i];
+    const int64_t padding = w.scalar_type() == at::kFloat ? cpu::kDensePadding<float> : cpu::kDensePadding<double>;
+    at::Tensor buffer = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
+    buffer.narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());
+    transposed_[i] = buffer;
+    versions_[i] = v;
+  }
+}
+
+template <typename T>
+void MLPDynamics::fused_layers(const at::Tensor& t, const at::Tensor& y, at::Tensor& out) {
+  const int64_t rows = y.numel() / dim_;
+  const size_t n = weights_.size();
+  const T* x = y.data_ptr<T>();
+  int64_t in = dim_;
+  at::Tensor tt;
+  if (time_dependent_) tt = t.scalar_type() == y.scalar_type() ? t.contiguous() : t.to(y.scalar_type()).contiguous();
+  for (size_t l = 0; l < n; ++l) {
+    const int64_t width = weights_[l].size(0);
+    at::Tensor& dst = l + 1 < n ? hidden_[l] : out;
+    const T* wt = transposed_[l].data_ptr<T>();
+    const T* b = biases_[l] && biases_[l]->defined() ? biases_[l]->data_ptr<T>() : nullptr;
+    const bool with_time = l == 0 && time_dependent_;
+    cpu::dense_layer<T>(x, rows, in, wt, b, with_time ? tt.data_ptr<T>() : nullptr, tt.numel() > 1 ? 1 : 0,
+                        with_time ? wt + in * width : nullptr, width, dst.data_ptr<T>());
+    if (l + 1 < n) {
+      switch (activation_.kind) {
+        case MLPActivation::Kind::Tanh: at::tanh_(dst); break;
+        case MLPActivation::Kind::ReLU: at::relu_(dst); break;
+        case MLPActivation::Kind::ELU: at::elu_(dst, activation_.alpha); break;
+        case MLPActivation::Kind::Softplus: at::softplus_out(dst, dst, activation_.alpha, activation_.threshold); break;
+        case MLPActivation::Kind::Sigmoid: at::sigmoid_(dst); break;
+        case MLPActivation::Kind::SiLU: at::silu_(dst); break;
+        case MLPActivation::Kind::LeakyReLU: at::leaky_relu_(dst, activation_.alpha); break;
+        case MLPActivation::Kind::GELU: at::gelu_(dst, activation_.approximate); break;
+      }
+    }
+    x = dst.data_ptr<T>();
+    in = width;
+  }
+}
+
+at::Tensor MLPDynamics::eval_fused(const at::Tensor& t, const at::Tensor& y) {
+  // Nothing here needs a gradient: skip autograd's dispatch (the results stay ordinary tensors).
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  refresh_transposed();
+  const int64_t rows = y.numel() / dim_;
+  if (hidden_.empty() || hidden_[0].size(0) != rows) {
+    hidden_.clear();
+    for (size_t l = 0; l + 1 < weights_.size(); ++l) hidden_.push_back(at::empty({rows, weights_[l].size(0)}, y.options()));
+  }
+  if (out_shape_ != y.sizes().vec()) {
+    out_shape_ = y.sizes().vec();
+    out_pool_ = TensorPool(at::empty_like(y, at::MemoryFormat::Contiguous), 16);
+  }
+  at::Tensor out = out_pool_.acquire();
+  if (y.scalar_type() == at::kFloat) {
+    fused_layers<float>(t, y, out);
+  } else {
+    fused_layers<double>(t, y, out);
+  }
+  return out;
+}
+
+}  // namespace node_ext

@@ -1,0 +1,84 @@
+// Native dynamics: a multilayer perceptron dy/dt = MLP([y, t]) (or MLP(y)) evaluated by ATen
+// from C++, so that a whole solve (and its adjoint backward pass) runs without entering Python.
+// It computes exactly what node_ext.nn.MLPODEF computes in Python (the same ATen calls: time
+// appended as a last feature, torch.nn.functional.linear, the activation), so the two give
+// identical solutions; autograd records the calls as it would from Python, so direct
+// backpropagation and the adjoint's vector-Jacobian products work unchanged. The MLP of the
+// neural ODEs of Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "solve/dynamics.h"
+#include "solve/tensor_pool.h"
+
+namespace node_ext {
+
+// The activation between layers, with torch.nn's parameters: ELU alpha, Softplus beta and
+// threshold, LeakyReLU negative_slope, GELU approximate ('none' | 'tanh').
+struct MLPActivation {
+  enum class Kind { Tanh, ReLU, ELU, Softplus, Sigmoid, SiLU, LeakyReLU, GELU };
+  Kind kind = Kind::Tanh;
+  double alpha = 1.0;      // ELU alpha, LeakyReLU negative_slope, Softplus beta
+  double threshold = 20.0;  // Softplus threshold
+  std::string approximate = "none";
+
+  // From torch.nn's class name ("Tanh", "ELU", ...); throws std::invalid_argument listing the
+  // supported ones for any other name.
+  static MLPActivation named(const std::string& name, double alpha, double threshold, const std::string& approximate);
+  at::Tensor operator()(const at::Tensor& x) const;
+};
+
+class MLPDynamics : public Dynamics {
+ public:
+  // weights[i]: (out_i, in_i), biases[i]: (out_i,) or none; in_0 = dim + time_dependent,
+  // in_{i+1} = out_i, out_last = dim. All of one floating dtype and device. Throws
+  // std::invalid_argument naming the argument and the shapes otherwise.
+  MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
+              MLPActivation activation, bool time_dependent);
+
+  // t: () or (rows,), y: (rows, dim) (or (..., dim) when not time-dependent). Evaluated by ATen
+  // (autograd records it; any device), or, when nothing needs a gradient and the layers are
+  // small enough for a BLAS call's fixed cost to dominate, by the fused CPU path: every layer in
+  // one pass over the batch (kernels/cpu/dense_layer.h) into reused buffers, the activation in
+  // place. The two agree to rounding.
+  at::Tensor operator()(const at::Tensor& t, const at::Tensor& y) override;
+
+  // Multiply-adds of one evaluation up to which the fused path is used.
+  static constexpr int64_t kFusedMaxWork = int64_t(1) << 18;
+
+  at::Tensor eval_aten(const at::Tensor& t, const at::Tensor& y) const;
+  at::Tensor eval_fused(const at::Tensor& t, const at::Tensor& y);
+  // Whether the fused path can evaluate (t, y); small_only: and whether it should (kFusedMaxWork).
+  bool fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only = true) const;
+
+  int64_t dim() const { return dim_; }
+  bool time_dependent() const { return time_dependent_; }
+  const std::vector<at::Tensor>& weights() const { return weights_; }
+
+ private:
+  std::vector<at::Tensor> weights_;
+  std::vector<std::optional<at::Tensor>> biases_;
+  MLPActivation activation_;
+  bool time_dependent_;
+  int64_t dim_;
+  int64_t work_per_row_ = 0;  // multiply-adds per row of the state
+
+  // The fused path's state: weights transposed to (in, out) (refreshed when a weight's version
+  // changes), per-layer activation buffers, and a pool of output tensors (handed out again only
+  // once nothing else refers to them).
+  template <typename T>
+  void fused_layers(const at::Tensor& t, const at::Tensor& y, at::Tensor& out);
+  void refresh_transposed();
+  std::vector<at::Tensor> transposed_;
+  std::vector<uint32_t> versions_;
+  std::vector<at::Tensor> hidden_;
+  TensorPool out_pool_;
+  std::vector<int64_t> out_shape_;
+};
+
+}  // namespace node_ext

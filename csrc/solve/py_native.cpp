@@ -1,0 +1,44 @@
+// node_ext._C.MLPDynamics: native dynamics (solve/mlp_dynamics.h) as a Python object. Passed to
+// _C.solve / _C.adjoint in place of a Python callable, it makes the whole solve run in C++; the
+// loop then also releases the GIL unless an event function, step callbacks or a user norm need it.
+#include <torch/extension.h>
+
+#include "solve/mlp_dynamics.h"
+#include "solve/py_common.h"
+
+namespace py = pybind11;
+
+namespace node_ext {
+
+Dynamics* native_dynamics(py::handle func) {
+  if (!py::isinstance<MLPDynamics>(func)) return nullptr;
+  return func.cast<MLPDynamics*>();
+}
+
+void bind_native(py::module_& m) {
+  py::class_<MLPDynamics, std::shared_ptr<MLPDynamics>>(
+      m, "MLPDynamics",
+      "dy/dt = MLP([y, t]) (or MLP(y)) evaluated natively: weights[i] of shape (out, in), biases[i] of shape "
+      "(out,) or None, the activation by its torch.nn class name with its parameters. Built by "
+      "node_ext.nn.MLPODEF.native_dynamics().")
+      .def(py::init([](std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
+                       const std::string& activation, double alpha, double threshold, const std::string& approximate,
+                       bool time_dependent) {
+             return std::make_shared<MLPDynamics>(std::move(weights), std::move(biases),
+                                                  MLPActivation::named(activation, alpha, threshold, approximate),
+                                                  time_dependent);
+           }),
+           py::arg("weights"), py::arg("biases"), py::arg("activation") = "Tanh", py::arg("alpha") = 1.0,
+           py::arg("threshold") = 20.0, py::arg("approximate") = "none", py::arg("time_dependent") = true)
+      .def("__call__", [](MLPDynamics& f, const at::Tensor& t, const at::Tensor& y) { return f(t, y); },
+           py::arg("t"), py::arg("y"), "dy/dt at time t (a scalar, or one per row) and state y.")
+      .def("_eval_aten", &MLPDynamics::eval_aten, py::arg("t"), py::arg("y"), "The ATen path (tests, benchmarks).")
+      .def("_eval_fused", [](MLPDynamics& f, const at::Tensor& t, const at::Tensor& y) {
+             if (!f.fused_applies(t, y, false)) throw py::value_error("MLPDynamics: the fused CPU path does not apply here");
+             return f.eval_fused(t, y);
+           }, py::arg("t"), py::arg("y"), "The fused CPU path (tests, benchmarks).")
+      .def_property_readonly("dim", &MLPDynamics::dim)
+      .def_property_readonly("time_dependent", &MLPDynamics::time_dependent);
+}
+
+}  // namespace node_ext

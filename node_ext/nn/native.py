@@ -1,0 +1,79 @@
+"""Native dynamics: modules whose evaluation node_ext can run in C++, so that a whole solve (and the
+adjoint's backward solve) runs with no Python in its loop and without the GIL.
+
+The protocol: ``odeint`` / ``odeint_adjoint`` ask ``func.native_dynamics(y0)`` (when func has that
+method) for a native equivalent of func for that state; ``None`` means "call func from Python".
+``as_ty`` wrappers of an :class:`ODEF` answer with the ODEF's ``native_form(z0)``, which
+:class:`MLPODEF` implements with :class:`node_ext._C.MLPDynamics`: the same ATen calls as its
+``forward`` (so the solutions are identical), driven from C++.
+
+A module is run natively only when nothing could make Python's evaluation differ: its class does not
+override ``forward``, no forward or backward hook is registered on it, its submodules or globally,
+its layers are exactly ``nn.Linear`` and one supported activation, and the state is a plain tensor
+of the weights' dtype and device with the MLP's width. Otherwise func is called from Python as usual.
+"""
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+from .. import _ops
+
+# torch.nn activation classes the native MLP evaluates, with the attributes it needs from them.
+ACTIVATIONS = {
+    nn.Tanh: lambda m: {},
+    nn.ReLU: lambda m: {},
+    nn.Sigmoid: lambda m: {},
+    nn.SiLU: lambda m: {},
+    nn.ELU: lambda m: {"alpha": float(m.alpha)},
+    nn.LeakyReLU: lambda m: {"alpha": float(m.negative_slope)},
+    nn.Softplus: lambda m: {"alpha": float(m.beta), "threshold": float(m.threshold)},
+    nn.GELU: lambda m: {"approximate": m.approximate},
+}
+
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def without_hooks(module):
+    """True when no forward/backward hook is registered on module, its submodules, or globally."""
+    if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
+        return False
+    return not any(getattr(m, name, None) for m in module.modules() for name in _MODULE_HOOKS)
+
+
+def runs_own_forward(module, cls):
+    """True when module evaluates cls.forward: neither its class nor the instance replaces it."""
+    return type(module).forward is cls.forward and "forward" not in vars(module)
+
+
+def _plain(tensor):
+    return type(tensor) in (torch.Tensor, nn.Parameter) and tensor.layout == torch.strided
+
+
+def mlp_dynamics(net, dim, time_dependent, y0):
+    """A node_ext._C.MLPDynamics evaluating ``net`` (an nn.Sequential alternating nn.Linear and one
+    activation) on the state ``y0`` ([y, t] as input when time_dependent), or None when it cannot
+    (see the module docstring)."""
+    if _ops.native is None or type(net) is not nn.Sequential or not _plain(y0):
+        return None
+    layers = list(net)
+    linears, acts = layers[0::2], layers[1::2]
+    if not linears or len(acts) != len(linears) - 1 or any(type(m) is not nn.Linear for m in linears):
+        return None
+    if acts and (type(acts[0]) not in ACTIVATIONS or any(type(a) is not type(acts[0]) for a in acts)):
+        return None
+    params = [ACTIVATIONS[type(a)](a) for a in acts]
+    if any(p != params[0] for p in params):
+        return None
+    weights = [m.weight for m in linears]
+    biases = [m.bias for m in linears]
+    tensors = weights + [b for b in biases if b is not None]
+    if not all(_plain(w) and w.dtype == y0.dtype and w.device == y0.device for w in tensors):
+        return None
+    width_ok = y0.dim() == 2 if time_dependent else y0.dim() >= 1
+    if not width_ok or y0.shape[-1] != dim or weights[-1].shape[0] != dim:
+        return None
+    activation = type(acts[0]).__name__ if acts else "Tanh"
+    return _ops.native.MLPDynamics(weights, biases, activation, time_dependent=time_dependent,
+                                   **(params[0] if params else {}))
