@@ -38,25 +38,31 @@ class AdjointDynamics : public Dynamics {
   at::Tensor operator()(const at::Tensor& t, const at::Tensor& z) override { return eval(t, z, nullptr); }
 
   at::Tensor eval(const at::Tensor& t_loop, const at::Tensor& z, at::Tensor* dq) override {
-    const at::Tensor y = z.narrow(0, 0, n_).view(shape_).detach().requires_grad_(true);
+    const at::Tensor y_value = z.narrow(0, 0, n_).view(shape_);
     at::Tensor a = z.narrow(0, n_, n_).view(shape_);
     at::Tensor t = pb_.per_row ? (t0_ + (t_loop - s_offset_) * delta_) : t_loop;
     if (pb_.per_row) a = a * row_scale(delta_, a);  // d/ds = delta * d/dt, folded into the cotangent
     const bool want_t = pb_.t_requires_grad && dq != nullptr;
-    if (want_t) t = t.detach().requires_grad_(true);
+    static const std::vector<at::Tensor> no_params;
     at::Tensor out;
-    {
-      at::AutoGradMode grad_mode(true);
-      out = (*pb_.f)(t, y);
+    std::vector<at::Tensor> grads;
+    if (!pb_.f->eval_vjp(t, y_value, -a, want_t, dq ? pb_.params : no_params, &out, &grads)) {
+      // Autograd: record f, then one vector-Jacobian product.
+      const at::Tensor y = y_value.detach().requires_grad_(true);
+      if (want_t) t = t.detach().requires_grad_(true);
+      {
+        at::AutoGradMode grad_mode(true);
+        out = (*pb_.f)(t, y);
+      }
+      std::vector<at::Tensor> inputs{y};
+      if (want_t) inputs.push_back(t);
+      if (dq) inputs.insert(inputs.end(), pb_.params.begin(), pb_.params.end());
+      grads.assign(inputs.size(), at::Tensor());
+      if (out.requires_grad()) grads = pb_.f->vjp(out, inputs, -a);
     }
-    std::vector<at::Tensor> inputs{y};
-    if (want_t) inputs.push_back(t);
-    if (dq) inputs.insert(inputs.end(), pb_.params.begin(), pb_.params.end());
-    std::vector<at::Tensor> grads(inputs.size());
-    if (out.requires_grad()) grads = pb_.f->vjp(out, inputs, -a);
     at::Tensor f = out.detach();
     if (pb_.per_row) f = f * row_scale(delta_, f);
-    const at::Tensor vjp_y = grads[0].defined() ? grads[0] : at::zeros_like(y);
+    const at::Tensor vjp_y = grads[0].defined() ? grads[0] : at::zeros_like(y_value);
     if (dq) {
       std::vector<at::Tensor> parts;
       size_t g = 1;

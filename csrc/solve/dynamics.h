@@ -24,6 +24,16 @@ class Dynamics {
     return (*this)(t, y);
   }
 
+  // Optional, for the adjoint: f(t, y) in *f and, without autograd, the vector-Jacobian products
+  // of the cotangent with respect to y, t (when want_t; shaped like t) and each of params (zeros
+  // for those f does not use), in *grads in that order. Returns false when it does not apply to
+  // these inputs; the adjoint then records operator() and calls vjp().
+  virtual bool eval_vjp(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_t,
+                        const std::vector<at::Tensor>& params, at::Tensor* f, std::vector<at::Tensor>* grads) {
+    (void)t, (void)y, (void)cotangent, (void)want_t, (void)params, (void)f, (void)grads;
+    return false;
+  }
+
   // Vector-Jacobian products of an output of operator() (autograd; unused inputs give undefined
   // tensors). Dynamics backed by an interpreter override this to release its lock around autograd.
   virtual std::vector<at::Tensor> vjp(const at::Tensor& output, const std::vector<at::Tensor>& inputs,

@@ -62,6 +62,19 @@ at::Tensor MLPActivation::operator()(const at::Tensor& x) const {
   return x;
 }
 
+void MLPActivation::apply_(at::Tensor& x) const {
+  switch (kind) {
+    case Kind::Tanh: at::tanh_(x); break;
+    case Kind::ReLU: at::relu_(x); break;
+    case Kind::ELU: at::elu_(x, alpha); break;
+    case Kind::Softplus: at::softplus_out(x, x, alpha, threshold); break;
+    case Kind::Sigmoid: at::sigmoid_(x); break;
+    case Kind::SiLU: at::silu_(x); break;
+    case Kind::LeakyReLU: at::leaky_relu_(x, alpha); break;
+    case Kind::GELU: at::gelu_(x, approximate); break;
+  }
+}
+
 MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
                          MLPActivation activation, bool time_dependent)
     : weights_(std::move(weights)), biases_(std::move(biases)), activation_(std::move(activation)),
@@ -123,7 +136,7 @@ at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) cons
   return x.is_contiguous() ? x : x.contiguous();
 }
 
-bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only) const {
+bool MLPDynamics::fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool small_only) const {
   const at::ScalarType dtype = weights_[0].scalar_type();
   if (!y.device().is_cpu() || !weights_[0].device().is_cpu() || y.scalar_type() != dtype || !y.is_contiguous() ||
       (dtype != at::kFloat && dtype != at::kDouble) || y.dim() < 1 || y.size(-1) != dim_ ||
@@ -131,6 +144,11 @@ bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool s
       t.numel() > std::max<int64_t>(1, y.numel() / dim_)) {
     return false;
   }
+  return true;
+}
+
+bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only) const {
+  if (!fused_shape_ok(t, y, small_only)) return false;
   if (!c10::GradMode::is_enabled()) return true;
   if (y.requires_grad() || t.requires_grad()) return false;
   for (size_t i = 0; i < weights_.size(); ++i) {
@@ -144,17 +162,20 @@ bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool s
 void MLPDynamics::refresh_transposed() {
   if (transposed_.size() != weights_.size()) {
     transposed_.assign(weights_.size(), at::Tensor());
+    padded_.assign(weights_.size(), at::Tensor());
     versions_.assign(weights_.size(), 0);
   }
   for (size_t i = 0; i < weights_.size(); ++i) {
     const uint32_t v = weights_[i]._version();
     if (transposed_[i].defined() && versions_[i] == v) continue;
-    // (in, out), with the padding the layer kernel's edge tiles read past the end.
+    // (in, out) for the forward layers and (out, in) for the vector-Jacobian products, with the
+    // padding the layer kernel's edge tiles read past the end.
     const at::Tensor& w = weights_[i];
     const int64_t padding = w.scalar_type() == at::kFloat ? cpu::kDensePadding<float> : cpu::kDensePadding<double>;
-    at::Tensor buffer = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
-    buffer.narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());
-    transposed_[i] = buffer;
+    transposed_[i] = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
+    transposed_[i].narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());
+    padded_[i] = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
+    padded_[i].narrow(0, 0, w.numel()).view(w.sizes()).copy_(w.detach());
     versions_[i] = v;
   }
 }
@@ -175,18 +196,7 @@ void MLPDynamics::fused_layers(const at::Tensor& t, const at::Tensor& y, at::Ten
     const bool with_time = l == 0 && time_dependent_;
     cpu::dense_layer<T>(x, rows, in, wt, b, with_time ? tt.data_ptr<T>() : nullptr, tt.numel() > 1 ? 1 : 0,
                         with_time ? wt + in * width : nullptr, width, dst.data_ptr<T>());
-    if (l + 1 < n) {
-      switch (activation_.kind) {
-        case MLPActivation::Kind::Tanh: at::tanh_(dst); break;
-        case MLPActivation::Kind::ReLU: at::relu_(dst); break;
-        case MLPActivation::Kind::ELU: at::elu_(dst, activation_.alpha); break;
-        case MLPActivation::Kind::Softplus: at::softplus_out(dst, dst, activation_.alpha, activation_.threshold); break;
-        case MLPActivation::Kind::Sigmoid: at::sigmoid_(dst); break;
-        case MLPActivation::Kind::SiLU: at::silu_(dst); break;
-        case MLPActivation::Kind::LeakyReLU: at::leaky_relu_(dst, activation_.alpha); break;
-        case MLPActivation::Kind::GELU: at::gelu_(dst, activation_.approximate); break;
-      }
-    }
+    if (l + 1 < n) activation_.apply_(dst);
     x = dst.data_ptr<T>();
     in = width;
   }

@@ -31,6 +31,7 @@ struct MLPActivation {
   // supported ones for any other name.
   static MLPActivation named(const std::string& name, double alpha, double threshold, const std::string& approximate);
   at::Tensor operator()(const at::Tensor& x) const;
+  void apply_(at::Tensor& x) const;  // in place, no autograd
 };
 
 class MLPDynamics : public Dynamics {
@@ -51,10 +52,18 @@ class MLPDynamics : public Dynamics {
   // Multiply-adds of one evaluation up to which the fused path is used.
   static constexpr int64_t kFusedMaxWork = int64_t(1) << 18;
 
+  // The adjoint's f and vector-Jacobian products in one fused CPU pass (mlp_dynamics_vjp.cpp):
+  // the forward layers keep their pre-activations, then the backward pass through the layers
+  // (the activations' derivatives written out; GELU is left to autograd).
+  bool eval_vjp(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_t,
+                const std::vector<at::Tensor>& params, at::Tensor* f, std::vector<at::Tensor>* grads) override;
+
   at::Tensor eval_aten(const at::Tensor& t, const at::Tensor& y) const;
   at::Tensor eval_fused(const at::Tensor& t, const at::Tensor& y);
   // Whether the fused path can evaluate (t, y); small_only: and whether it should (kFusedMaxWork).
   bool fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only = true) const;
+  // The same, leaving out whether anything requires grad.
+  bool fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool small_only) const;
 
   int64_t dim() const { return dim_; }
   bool time_dependent() const { return time_dependent_; }
@@ -73,8 +82,12 @@ class MLPDynamics : public Dynamics {
   // once nothing else refers to them).
   template <typename T>
   void fused_layers(const at::Tensor& t, const at::Tensor& y, at::Tensor& out);
+  template <typename T>
+  void vjp_layers(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_params,
+                  at::Tensor& f, at::Tensor& input_grad, std::vector<at::Tensor>& dw, std::vector<at::Tensor>& db);
   void refresh_transposed();
   std::vector<at::Tensor> transposed_;
+  std::vector<at::Tensor> padded_;  // the weights as they are, (out, in), padded
   std::vector<uint32_t> versions_;
   std::vector<at::Tensor> hidden_;
   TensorPool out_pool_;

@@ -1,10 +1,12 @@
 // Native MLP dynamics (solve/mlp_dynamics.h): a whole solve with no Python at all against the
-// exact solution of a linear system, the fused CPU path against ATen for every activation, and
-// the constructor's checks.
+// exact solution of a linear system, the fused CPU path against ATen and the fused
+// vector-Jacobian products against autograd for every activation, and the constructor's checks.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <stdexcept>
+#include <string>
 
 #include "solve/mlp_dynamics.h"
 #include "solve/rk_solver.h"
@@ -69,6 +71,42 @@ TEST_CASE(fused_path_matches_aten_for_every_activation) {
         const double scale = f.eval_aten(t, y).abs().max().item<double>();
         const double tol = (dtype == at::kFloat ? 1e-5 : 1e-13) * (1.0 + scale);
         EXPECT_NEAR((f(t, y) - f.eval_aten(t, y)).abs().max().item<double>(), 0.0, tol);
+      }
+    }
+  }
+}
+
+TEST_CASE(fused_vjp_matches_autograd_for_every_activation) {
+  at::manual_seed(2);
+  for (const char* name : {"Tanh", "ReLU", "ELU", "Softplus", "Sigmoid", "SiLU", "LeakyReLU", "GELU"}) {
+    const auto o = at::TensorOptions().dtype(at::kDouble);
+    std::vector<at::Tensor> w{at::randn({37, 6}, o), at::randn({20, 37}, o) * 0.2, at::randn({5, 20}, o) * 0.2};
+    std::vector<std::optional<at::Tensor>> b{at::randn({37}, o), std::nullopt, at::randn({5}, o)};
+    for (auto& x : w) x.set_requires_grad(true);
+    b[0]->set_requires_grad(true);
+    b[2]->set_requires_grad(true);
+    MLPDynamics f(w, b, act(name), true);
+    const at::Tensor y = at::randn({7, 5}, o);
+    const at::Tensor cot = at::randn({7, 5}, o);
+    const at::Tensor unused = at::randn({3}, o).set_requires_grad(true);
+    const std::vector<at::Tensor> params{w[0], *b[0], w[1], w[2], *b[2], unused};
+    for (const at::Tensor& t : {at::scalar_tensor(0.3, o), at::randn({7}, o)}) {
+      at::Tensor out;
+      std::vector<at::Tensor> grads;
+      const bool fused = f.eval_vjp(t, y, cot, true, params, &out, &grads);
+      EXPECT(fused == (std::string(name) != "GELU"));  // GELU is left to autograd
+      if (!fused) continue;
+      const at::Tensor yg = y.clone().set_requires_grad(true), tg = t.clone().set_requires_grad(true);
+      std::vector<at::Tensor> inputs{yg, tg};
+      inputs.insert(inputs.end(), params.begin(), params.end());
+      const at::Tensor ref = f.eval_aten(tg, yg);
+      const auto expected = torch::autograd::grad({ref}, inputs, {cot}, false, false, true);
+      EXPECT_NEAR((out - ref.detach()).abs().max().item<double>(), 0.0, 1e-12);
+      EXPECT(grads.size() == inputs.size());
+      for (size_t i = 0; i < grads.size(); ++i) {
+        const at::Tensor e = expected[i].defined() ? expected[i] : at::zeros_like(inputs[i]);
+        EXPECT(grads[i].sizes() == inputs[i].sizes());
+        EXPECT_NEAR((grads[i] - e).abs().max().item<double>(), 0.0, 1e-12 * (1.0 + e.abs().max().item<double>()));
       }
     }
   }
