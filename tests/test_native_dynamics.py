@@ -300,6 +300,19 @@ def test_fused_path_sees_in_place_weight_updates():
 
 
 @torch.no_grad()
+def test_strided_bias_is_left_to_aten():
+    """The fused kernels read biases in place: a non-contiguous one goes through ATen instead."""
+    f = make(time_dependent=False)
+    f.net[0].bias = nn.Parameter(torch.randn(32, dtype=torch.float64)[::2])
+    y = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor(0.0, dtype=torch.float64)
+    nat = f.native_form(y)
+    with pytest.raises(ValueError, match="fused CPU path does not apply"):
+        nat._eval_fused(t, y)
+    torch.testing.assert_close(nat(t, y), f(y, t), rtol=0, atol=0)
+
+
+@torch.no_grad()
 def test_fused_outputs_are_fresh_while_held():
     """Outputs come from a pool, but one is handed out again only when nobody holds it."""
     f = make(time_dependent=False)

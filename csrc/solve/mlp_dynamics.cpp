@@ -144,6 +144,9 @@ bool MLPDynamics::fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool 
       t.numel() > std::max<int64_t>(1, y.numel() / dim_)) {
     return false;
   }
+  for (const std::optional<at::Tensor>& b : biases_) {  // read in place by the fused kernels
+    if (b && b->defined() && !b->is_contiguous()) return false;
+  }
   return true;
 }
 
