@@ -333,6 +333,7 @@ def step_callbacks(func, per_row, names=CALLBACK_NAMES):
 
 
 def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
+    from .nn.native import native_dynamics  # node_ext.nn imports odeint, which imports this module
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
     members = _check_state(y0)
@@ -365,8 +366,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     t_grad = None
     if t.requires_grad and torch.is_grad_enabled():
         t_grad = t.to(device=state.device, dtype=torch.float64)
-    native = getattr(func, "native_dynamics", None)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
                    callbacks=step_callbacks(func, per_row),
-                   native=native(state) if callable(native) and shapes is None else None)
+                   native=native_dynamics(func, state) if shapes is None else None)

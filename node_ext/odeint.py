@@ -14,7 +14,10 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
     A drop-in replacement for ``torchdiffeq.odeint`` whose step loop, stage combinations, error norms
-    and dense output run in native code (C++/CUDA); Python is entered only to call ``func``.
+    and dense output run in native code (C++/CUDA); Python is entered only to call ``func``, and not
+    even for that when func is an MLP that node_ext can evaluate in C++: an :class:`MLPODEF`, or
+    any torchdiffeq-style module whose forward is a chain of ``nn.Linear`` layers and one activation
+    (node_ext/nn/lowering.py; set ``func.native = False`` to always call it).
 
     Args:
         func: ``func(t, y)`` returning dy/dt with the shape of ``y``. ``t`` is a tensor of y's dtype:

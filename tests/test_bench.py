@@ -37,8 +37,8 @@ def test_results_json_schema(quick_w1):
 
 
 def test_native_dynamics_row(quick_w1):
-    """W1's MLP as an MLPODEF run in C++: compared with every library's row, node_ext's own (with
-    the MLP called from Python) included, at the same error."""
+    """W1's module lowered to C++: compared with every library's row, node_ext's own (with the
+    module called from Python) included, at the same error."""
     with open(os.path.join(quick_w1, "results.json")) as f:
         data = json.load(f)
     rows = {(r["library"], r.get("mode")): r for r in data["results"] if r["workload"] == "W1"}
@@ -128,3 +128,23 @@ def test_w8_adams_rows():
         assert ours["speedup"]["torchdiffeq"] > 0 and ours["us_per_step_beyond_dynamics"] is not None
     # explicit_adams: one evaluation per step after the 3/8-rule start, as torchdiffeq
     assert rows[("node_ext", "explicit_adams")]["nfe"] == rows[("torchdiffeq", "explicit_adams")]["nfe"] == 106
+
+
+def test_w0_native_training_rows_count_and_compare():
+    """The spiral model itself as dynamics (lowered to C++): same NFE forward and backward as the
+    Python rows (counted through the solver's statistics), same gradients, speedups against the
+    rows of its gradient mode."""
+    from node_ext.bench.training import MODES, NATIVE_MODES, SpiralODE, training_step_rows
+    t = torch.linspace(0.0, 0.5, 5)
+    y0 = torch.tensor([[2.0, 0.0]])
+    modes = tuple(m for m in MODES if m[0] == "node_ext") + NATIVE_MODES
+    rows = training_step_rows("W0", SpiralODE, y0, t, lambda pred: pred.abs().mean(), dict(rtol=1e-5, atol=1e-7),
+                              True, "cpu", repeats=(1, 1), modes=modes)
+    rows = {r["mode"]: r for r in suite.speedups(rows)}
+    for mode in ("adjoint", "backprop"):
+        python, native = rows[mode], rows[mode + ", native f"]
+        assert native["compare_mode"] == mode and native["nfe"] == python["nfe"] > 0
+        assert native["nfe_backward"] == python["nfe_backward"]
+        assert native["error"] < 1e-5 and abs(native["loss"] - python["loss"]) < 1e-6
+        assert native["speedup"]["node_ext"] == pytest.approx(python["time"]["median"] / native["time"]["median"])
+    assert rows["adjoint, native f"]["nfe_backward"] > 0 and rows["backprop, native f"]["nfe_backward"] == 0

@@ -76,10 +76,11 @@ void MLPActivation::apply_(at::Tensor& x) const {
 }
 
 MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
-                         MLPActivation activation, bool time_dependent)
+                         MLPActivation activation, bool time_dependent, int64_t input_power)
     : weights_(std::move(weights)), biases_(std::move(biases)), activation_(std::move(activation)),
-      time_dependent_(time_dependent) {
+      time_dependent_(time_dependent), input_power_(input_power) {
   if (weights_.empty()) invalid("weights must hold at least one layer");
+  if (input_power_ < 1) invalid("input_power must be a positive integer, got " + std::to_string(input_power_));
   if (biases_.size() != weights_.size()) {
     invalid("biases must hold one entry (a tensor or None) per layer: " + std::to_string(weights_.size()) +
             " weights, " + std::to_string(biases_.size()) + " biases");
@@ -120,13 +121,14 @@ at::Tensor MLPDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
 }
 
 at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) const {
-  at::Tensor x = y;
+  // y ** p as Python computes it (Tensor.__pow__ with an integer exponent).
+  at::Tensor x = input_power_ == 1 ? y : at::pow(y, input_power_);
   if (time_dependent_) {
     // As node_ext.nn.add_time: the time (one per row, or one for all) as the last feature.
     TORCH_CHECK(y.dim() == 2, "MLPDynamics: a time-dependent MLP takes a state of shape (batch, ", dim_,
                 "), got ", y.sizes());
     const at::Tensor tt = t.reshape({-1, 1}).to(y.scalar_type()).expand({y.size(0), 1});
-    x = at::cat({y, tt}, 1);
+    x = at::cat({x, tt}, 1);
   }
   const size_t n = weights_.size();
   for (size_t i = 0; i < n; ++i) {
@@ -183,11 +185,20 @@ void MLPDynamics::refresh_transposed() {
   }
 }
 
+const at::Tensor& MLPDynamics::powered_state(const at::Tensor& y) {
+  if (input_power_ == 1) return y;
+  if (!powered_.defined() || powered_.sizes() != y.sizes() || powered_.scalar_type() != y.scalar_type()) {
+    powered_ = at::empty(y.sizes(), y.options());
+  }
+  at::pow_out(powered_, y, input_power_);
+  return powered_;
+}
+
 template <typename T>
 void MLPDynamics::fused_layers(const at::Tensor& t, const at::Tensor& y, at::Tensor& out) {
   const int64_t rows = y.numel() / dim_;
   const size_t n = weights_.size();
-  const T* x = y.data_ptr<T>();
+  const T* x = powered_state(y).data_ptr<T>();
   int64_t in = dim_;
   at::Tensor tt;
   if (time_dependent_) tt = t.scalar_type() == y.scalar_type() ? t.contiguous() : t.to(y.scalar_type()).contiguous();

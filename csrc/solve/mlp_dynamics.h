@@ -1,4 +1,4 @@
-// Native dynamics: a multilayer perceptron dy/dt = MLP([y, t]) (or MLP(y)) evaluated by ATen
+// Native dynamics: a multilayer perceptron dy/dt = MLP([y, t]) (or MLP(y), or MLP(y**p)) evaluated by ATen
 // from C++, so that a whole solve (and its adjoint backward pass) runs without entering Python.
 // It computes exactly what node_ext.nn.MLPODEF computes in Python (the same ATen calls: time
 // appended as a last feature, torch.nn.functional.linear, the activation), so the two give
@@ -37,10 +37,11 @@ struct MLPActivation {
 class MLPDynamics : public Dynamics {
  public:
   // weights[i]: (out_i, in_i), biases[i]: (out_i,) or none; in_0 = dim + time_dependent,
-  // in_{i+1} = out_i, out_last = dim. All of one floating dtype and device. Throws
+  // in_{i+1} = out_i, out_last = dim. All of one floating dtype and device. input_power p >= 1:
+  // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). Throws
   // std::invalid_argument naming the argument and the shapes otherwise.
   MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
-              MLPActivation activation, bool time_dependent);
+              MLPActivation activation, bool time_dependent, int64_t input_power = 1);
 
   // t: () or (rows,), y: (rows, dim) (or (..., dim) when not time-dependent). Evaluated by ATen
   // (autograd records it; any device), or, when nothing needs a gradient and the layers are
@@ -67,6 +68,7 @@ class MLPDynamics : public Dynamics {
 
   int64_t dim() const { return dim_; }
   bool time_dependent() const { return time_dependent_; }
+  int64_t input_power() const { return input_power_; }
   const std::vector<at::Tensor>& weights() const { return weights_; }
 
  private:
@@ -74,6 +76,7 @@ class MLPDynamics : public Dynamics {
   std::vector<std::optional<at::Tensor>> biases_;
   MLPActivation activation_;
   bool time_dependent_;
+  int64_t input_power_;
   int64_t dim_;
   int64_t work_per_row_ = 0;  // multiply-adds per row of the state
 
@@ -86,6 +89,9 @@ class MLPDynamics : public Dynamics {
   void vjp_layers(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_params,
                   at::Tensor& f, at::Tensor& input_grad, std::vector<at::Tensor>& dw, std::vector<at::Tensor>& db);
   void refresh_transposed();
+  // y**input_power into powered_ (reused), or y itself when the power is 1; no autograd.
+  const at::Tensor& powered_state(const at::Tensor& y);
+  at::Tensor powered_;
   std::vector<at::Tensor> transposed_;
   std::vector<at::Tensor> padded_;  // the weights as they are, (out, in), padded
   std::vector<uint32_t> versions_;

@@ -3,7 +3,8 @@
 // activations h_l; the backward pass sends the cotangent g through the layers,
 //   dW_l = g_l^T h_{l-1},  db_l = sum_rows g_l,  g_{l-1} = (g_l W_l) * act'(z_{l-1}),
 // down to the input [y, t], whose gradient holds a^T df/dy and a^T df/dt (Chen et al. 2018,
-// appendix B). The derivatives are those of PyTorch's backward formulas.
+// appendix B). With an input power p the input is [y**p, t], and a^T df/dy takes the factor
+// p y**(p-1). The derivatives are those of PyTorch's backward formulas.
 #include <ATen/ATen.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 
@@ -81,14 +82,15 @@ void MLPDynamics::vjp_layers(const at::Tensor& t, const at::Tensor& y, const at:
   const size_t n = weights_.size();
   const auto opts = y.options();
   const int64_t in0 = weights_[0].size(1);
-  // The first layer's input, the time appended as a last column.
-  at::Tensor x0 = y;
+  // The first layer's input: y**p, the time appended as a last column.
+  const at::Tensor& state_in = powered_state(y);
+  at::Tensor x0 = state_in;
   if (time_dependent_) {
     x0 = at::empty({rows, in0}, opts);
     const at::Tensor tt = t.to(y.scalar_type()).contiguous();
     const int64_t t_stride = tt.numel() > 1 ? 1 : 0;
     T* xp = x0.data_ptr<T>();
-    const T* yp = y.data_ptr<T>();
+    const T* yp = state_in.data_ptr<T>();
     const T* tp = tt.data_ptr<T>();
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(xp + r * in0, yp + r * dim_, sizeof(T) * static_cast<size_t>(dim_));
@@ -128,6 +130,19 @@ void MLPDynamics::vjp_layers(const at::Tensor& t, const at::Tensor& y, const at:
     if (l > 0) times_derivative<T>(gx.data_ptr<T>(), z[l - 1].data_ptr<T>(), h[l - 1].data_ptr<T>(), rows * in_l,
                                    activation_);
     g = gx;
+  }
+  if (input_power_ > 1) {  // d(y**p)/dy = p y**(p-1), as PyTorch's pow backward
+    T* gp = g.data_ptr<T>();
+    const T* yp = y.data_ptr<T>();
+    const int64_t in_g = g.size(1);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < dim_; ++i) {
+        const T v = yp[r * dim_ + i];
+        T d = static_cast<T>(input_power_);
+        for (int64_t k = 1; k < input_power_; ++k) d *= v;
+        gp[r * in_g + i] *= d;
+      }
+    }
   }
   input_grad = g;
 }

@@ -1,6 +1,7 @@
 // Native MLP dynamics (solve/mlp_dynamics.h): a whole solve with no Python at all against the
 // exact solution of a linear system, the fused CPU path against ATen and the fused
-// vector-Jacobian products against autograd for every activation, and the constructor's checks.
+// vector-Jacobian products against autograd for every activation (with and without an input
+// power y**p), and the constructor's checks.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -62,8 +63,9 @@ TEST_CASE(fused_path_matches_aten_for_every_activation) {
   for (const char* name : {"Tanh", "ReLU", "ELU", "Softplus", "Sigmoid", "SiLU", "LeakyReLU", "GELU"}) {
     for (auto dtype : {at::kFloat, at::kDouble}) {
       const auto o = at::TensorOptions().dtype(dtype);
+      const int64_t power = dtype == at::kFloat ? 1 : 3;
       MLPDynamics f({at::randn({37, 6}, o), at::randn({20, 37}, o) * 0.2, at::randn({5, 20}, o) * 0.2},
-                    {at::randn({37}, o), std::nullopt, at::randn({5}, o)}, act(name), true);
+                    {at::randn({37}, o), std::nullopt, at::randn({5}, o)}, act(name), true, power);
       for (int64_t rows : {1, 4, 7}) {
         const at::Tensor y = at::randn({rows, 5}, o);
         const at::Tensor t = at::randn({rows}, o);
@@ -79,34 +81,36 @@ TEST_CASE(fused_path_matches_aten_for_every_activation) {
 TEST_CASE(fused_vjp_matches_autograd_for_every_activation) {
   at::manual_seed(2);
   for (const char* name : {"Tanh", "ReLU", "ELU", "Softplus", "Sigmoid", "SiLU", "LeakyReLU", "GELU"}) {
-    const auto o = at::TensorOptions().dtype(at::kDouble);
-    std::vector<at::Tensor> w{at::randn({37, 6}, o), at::randn({20, 37}, o) * 0.2, at::randn({5, 20}, o) * 0.2};
-    std::vector<std::optional<at::Tensor>> b{at::randn({37}, o), std::nullopt, at::randn({5}, o)};
-    for (auto& x : w) x.set_requires_grad(true);
-    b[0]->set_requires_grad(true);
-    b[2]->set_requires_grad(true);
-    MLPDynamics f(w, b, act(name), true);
-    const at::Tensor y = at::randn({7, 5}, o);
-    const at::Tensor cot = at::randn({7, 5}, o);
-    const at::Tensor unused = at::randn({3}, o).set_requires_grad(true);
-    const std::vector<at::Tensor> params{w[0], *b[0], w[1], w[2], *b[2], unused};
-    for (const at::Tensor& t : {at::scalar_tensor(0.3, o), at::randn({7}, o)}) {
-      at::Tensor out;
-      std::vector<at::Tensor> grads;
-      const bool fused = f.eval_vjp(t, y, cot, true, params, &out, &grads);
-      EXPECT(fused == (std::string(name) != "GELU"));  // GELU is left to autograd
-      if (!fused) continue;
-      const at::Tensor yg = y.clone().set_requires_grad(true), tg = t.clone().set_requires_grad(true);
-      std::vector<at::Tensor> inputs{yg, tg};
-      inputs.insert(inputs.end(), params.begin(), params.end());
-      const at::Tensor ref = f.eval_aten(tg, yg);
-      const auto expected = torch::autograd::grad({ref}, inputs, {cot}, false, false, true);
-      EXPECT_NEAR((out - ref.detach()).abs().max().item<double>(), 0.0, 1e-12);
-      EXPECT(grads.size() == inputs.size());
-      for (size_t i = 0; i < grads.size(); ++i) {
-        const at::Tensor e = expected[i].defined() ? expected[i] : at::zeros_like(inputs[i]);
-        EXPECT(grads[i].sizes() == inputs[i].sizes());
-        EXPECT_NEAR((grads[i] - e).abs().max().item<double>(), 0.0, 1e-12 * (1.0 + e.abs().max().item<double>()));
+    for (int64_t power : {1, 2, 3}) {
+      const auto o = at::TensorOptions().dtype(at::kDouble);
+      std::vector<at::Tensor> w{at::randn({37, 6}, o), at::randn({20, 37}, o) * 0.2, at::randn({5, 20}, o) * 0.2};
+      std::vector<std::optional<at::Tensor>> b{at::randn({37}, o), std::nullopt, at::randn({5}, o)};
+      for (auto& x : w) x.set_requires_grad(true);
+      b[0]->set_requires_grad(true);
+      b[2]->set_requires_grad(true);
+      MLPDynamics f(w, b, act(name), true, power);
+      const at::Tensor y = at::randn({7, 5}, o);
+      const at::Tensor cot = at::randn({7, 5}, o);
+      const at::Tensor unused = at::randn({3}, o).set_requires_grad(true);
+      const std::vector<at::Tensor> params{w[0], *b[0], w[1], w[2], *b[2], unused};
+      for (const at::Tensor& t : {at::scalar_tensor(0.3, o), at::randn({7}, o)}) {
+        at::Tensor out;
+        std::vector<at::Tensor> grads;
+        const bool fused = f.eval_vjp(t, y, cot, true, params, &out, &grads);
+        EXPECT(fused == (std::string(name) != "GELU"));  // GELU is left to autograd
+        if (!fused) continue;
+        const at::Tensor yg = y.clone().set_requires_grad(true), tg = t.clone().set_requires_grad(true);
+        std::vector<at::Tensor> inputs{yg, tg};
+        inputs.insert(inputs.end(), params.begin(), params.end());
+        const at::Tensor ref = f.eval_aten(tg, yg);
+        const auto expected = torch::autograd::grad({ref}, inputs, {cot}, false, false, true);
+        EXPECT_NEAR((out - ref.detach()).abs().max().item<double>(), 0.0, 1e-12);
+        EXPECT(grads.size() == inputs.size());
+        for (size_t i = 0; i < grads.size(); ++i) {
+          const at::Tensor e = expected[i].defined() ? expected[i] : at::zeros_like(inputs[i]);
+          EXPECT(grads[i].sizes() == inputs[i].sizes());
+          EXPECT_NEAR((grads[i] - e).abs().max().item<double>(), 0.0, 1e-12 * (1.0 + e.abs().max().item<double>()));
+        }
       }
     }
   }
@@ -126,6 +130,7 @@ TEST_CASE(constructor_checks_shapes_and_names) {
   EXPECT(throws([&] { MLPDynamics({w}, {std::nullopt}, act("Tanh"), false); }));  // 3 inputs, width 4
   EXPECT(throws([&] { MLPDynamics({w}, {at::zeros({3}, at::kDouble)}, act("Tanh"), true); }));
   EXPECT(throws([&] { MLPActivation::named("Hardtanh", 1.0, 20.0, "none"); }));
+  EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 0); }));
   MLPDynamics ok({at::randn({4, 5}, at::kDouble)}, {std::nullopt}, act("ReLU"), true);
   EXPECT(ok.dim() == 4 && ok.time_dependent());
 }

@@ -11,10 +11,15 @@ import node_ext
 
 from .libraries import Counted, available, odeint_fn
 from .timing import interleaved
-from .workloads import _skip
+from node_ext.nn.native import native_dynamics
+
+from .workloads import NATIVE_MODE, _skip
 
 MODES = (("node_ext", "adjoint"), ("node_ext", "backprop"), ("reference", "backprop"), ("torchdiffeq", "adjoint"),
          ("torchdiffeq", "backprop"), ("torchode", "backprop"))
+# node_ext with the model itself as dynamics, lowered to C++ (node_ext.nn.lowering) instead of called
+# from Python through a counting wrapper; compared with the rows of the mode before the comma.
+NATIVE_MODES = (("node_ext", "adjoint, " + NATIVE_MODE), ("node_ext", "backprop, " + NATIVE_MODE))
 
 
 def _solver(lib, mode, kw):
@@ -47,21 +52,27 @@ def training_step_rows(workload, make_model, y0, t, loss_fn, kw, quick, device, 
         if not ok:
             rows.append(dict(_skip(workload, lib, why), mode=mode))
             continue
-        solve = solver(lib, mode, kw)
+        model = copy.deepcopy(base)
+        native = mode.endswith(NATIVE_MODE)
+        if native and native_dynamics(model, y0) is None:
+            rows.append(dict(_skip(workload, lib, "the model cannot be evaluated natively here"), mode=mode))
+            continue
+        stats = node_ext.SolveStats()  # native rows count through the solver's statistics
+        solve = solver(lib, mode.split(",")[0], dict(kw, stats=stats) if native else kw)
         if solve is None:
             continue
-        model = copy.deepcopy(base)
         counted = Counted(model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def step(solve=solve, model=model, counted=counted, opt=opt, measure=False):
+        def step(solve=solve, model=model, counted=counted, opt=opt, native=native, stats=stats):
             model.load_state_dict(init)
             opt.zero_grad()
             counted.calls = 0
-            loss = loss_fn(solve(counted, y0, t))
-            n_forward = counted.calls
+            stats.reset()
+            loss = loss_fn(solve(model if native else counted, y0, t))
+            n_forward = stats.n_fev if native else counted.calls
             loss.backward()
-            n_backward = counted.calls - n_forward
+            n_backward = stats.n_fev_backward if native else counted.calls - n_forward
             grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
             opt.step()
             return loss.detach(), grads, n_forward, n_backward
@@ -74,10 +85,13 @@ def training_step_rows(workload, make_model, y0, t, loss_fn, kw, quick, device, 
                         progress=progress)
     for (lib, mode), extra in info.items():
         res = timed["%s/%s" % (lib, mode)]
-        rows.append(dict(workload=workload, library=lib, mode=mode,
-                         time={k: v for k, v in res.items() if k != "samples"}, nfe=extra["nfe"],
-                         nfe_backward=extra["nfe_backward"], error=extra["grad_error"], loss=extra["loss"],
-                         note="loss %.4g, gradient error %.1e" % (extra["loss"], extra["grad_error"])))
+        row = dict(workload=workload, library=lib, mode=mode,
+                   time={k: v for k, v in res.items() if k != "samples"}, nfe=extra["nfe"],
+                   nfe_backward=extra["nfe_backward"], error=extra["grad_error"], loss=extra["loss"],
+                   note="loss %.4g, gradient error %.1e" % (extra["loss"], extra["grad_error"]))
+        if mode.endswith(NATIVE_MODE):
+            row["compare_mode"] = mode.split(",")[0]
+        rows.append(row)
     return rows
 
 
@@ -108,7 +122,7 @@ def w0(quick, device, progress=None):
 
     torch.manual_seed(0)
     return training_step_rows("W0", SpiralODE, y0, t, loss_fn, dict(rtol=1e-7, atol=1e-9, method="dopri5"), quick,
-                              device, repeats=(3, 11), progress=progress)
+                              device, repeats=(3, 11), progress=progress, modes=MODES + NATIVE_MODES)
 
 
 class WideMLP(torch.nn.Module):

@@ -8,13 +8,14 @@ import statistics
 import torch
 
 import node_ext
+from node_ext.nn.native import native_dynamics
 
 from .libraries import Counted, available, odeint_fn
 from .timing import interleaved, paired_median
 
 LIBRARIES = ("node_ext", "reference", "torchdiffeq", "torchode")
-# The mode of node_ext's rows whose dynamics run natively (an MLPODEF twin of the workload's MLP);
-# their speedups are taken against the rows of the usual mode (Python dynamics).
+# The mode of node_ext's rows whose dynamics run natively (the workload's own module, lowered to C++
+# by node_ext.nn.lowering); their speedups are taken against the rows of the usual mode (Python f).
 NATIVE_MODE = "native f"
 
 
@@ -29,11 +30,13 @@ def mlp(widths, act, dtype, device, seed=0):
 
 
 class Autonomous(torch.nn.Module):
-    """f(t, y) = net(y)."""
+    """f(t, y) = net(y). native=False (the default here) keeps node_ext from lowering it to C++, so
+    that every library calls the same Python module."""
 
-    def __init__(self, net):
+    def __init__(self, net, native=False):
         super().__init__()
         self.net = net
+        self.native = native
 
     def forward(self, t, y):
         return self.net(y)
@@ -76,7 +79,7 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
         counters[lib] = solve
     native = cfg.get("native")
     if native is not None and "node_ext" in fns:
-        if native.native_dynamics(y0) is None:
+        if native_dynamics(native, y0) is None:
             rows.append(dict(_skip(workload, "node_ext", "the MLP cannot be evaluated natively here"), mode=NATIVE_MODE))
         else:
             def run_native():
@@ -114,7 +117,7 @@ def forward_solve(workload, cfg, quick, device, libraries=LIBRARIES, progress=No
         if lib == NATIVE_MODE:
             rows.append(dict(workload=workload, library="node_ext", mode=NATIVE_MODE, compare_mode=None,
                              time={k: v for k, v in timed[lib].items() if k != "samples"}, nfe=nfe[lib], error=err,
-                             note="f = MLPODEF run in C++, no Python per step"))
+                             note="f lowered to C++ (node_ext.nn.lowering), no Python per step"))
             continue
         samples = timed[lib]["samples"]
         row = dict(workload=workload, library=lib, time={k: v for k, v in timed[lib].items() if k != "samples"},
@@ -152,21 +155,11 @@ def _beyond_dynamics(solve, func, y0, t, method, kw, nfe, steps, repeats):
     return paired_median(timed["solve"]["samples"], timed["loop"]["samples"], lambda a, b: (a - b) / steps * 1e6)
 
 
-def native_twin(net, activation, widths):
-    """The MLP `net` (f(t, y) = net(y)) as an MLPODEF with the same weights, which odeint evaluates
-    in C++ (node_ext/nn/native.py)."""
-    p = next(net.parameters())
-    f = node_ext.MLPODEF(widths[0], hidden=tuple(widths[1:-1]), activation=activation, time_dependent=False)
-    f = f.to(dtype=p.dtype, device=p.device)
-    f.net.load_state_dict(net.state_dict())
-    return node_ext.nn.as_ty(f)
-
-
 def w1(quick, device, dtype=torch.float32, progress=None):
     """W1: small MLP solve. 2-50-50-2 tanh, batch 16, 10 points on [0, 25], dopri5 1e-6/1e-8."""
     net = mlp([2, 50, 50, 2], torch.nn.Tanh, dtype, device)
     torch.manual_seed(1)
-    cfg = dict(func=Autonomous(net), native=native_twin(net, torch.nn.Tanh, [2, 50, 50, 2]), y0=torch.randn(16, 2, dtype=dtype, device=device),
+    cfg = dict(func=Autonomous(net), native=Autonomous(net, native=True), y0=torch.randn(16, 2, dtype=dtype, device=device),
                t=torch.linspace(0, 25, 10, dtype=dtype, device=device), method="dopri5",
                kw=dict(rtol=1e-6, atol=1e-8), repeats=(5, 21))
     return forward_solve("W1", cfg, quick, device, progress=progress)
@@ -176,7 +169,7 @@ def w4(quick, device, dtype=torch.float32, progress=None):
     """W4: fixed-step overhead. 2-16-2 ELU, batch 1, 1000 rk4 steps on [0, 10]."""
     net = mlp([2, 16, 2], torch.nn.ELU, dtype, device)
     torch.manual_seed(2)
-    cfg = dict(func=Autonomous(net), native=native_twin(net, torch.nn.ELU, [2, 16, 2]), y0=torch.randn(1, 2, dtype=dtype, device=device),
+    cfg = dict(func=Autonomous(net), native=Autonomous(net, native=True), y0=torch.randn(1, 2, dtype=dtype, device=device),
                t=torch.tensor([0.0, 10.0], dtype=dtype, device=device), method="rk4",
                kw=dict(options=dict(step_size=0.01)), steps=1000, repeats=(5, 21))
     return forward_solve("W4", cfg, quick, device, progress=progress)

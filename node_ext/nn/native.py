@@ -35,11 +35,12 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
 _MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def without_hooks(module):
-    """True when no forward/backward hook is registered on module, its submodules, or globally."""
+def without_hooks(module, modules=None):
+    """True when no forward/backward hook is registered on module, its submodules (``modules``
+    when the caller has listed them), or globally."""
     if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
         return False
-    return not any(getattr(m, name, None) for m in module.modules() for name in _MODULE_HOOKS)
+    return not any(getattr(m, name, None) for m in (modules or module.modules()) for name in _MODULE_HOOKS)
 
 
 def runs_own_forward(module, cls):
@@ -51,20 +52,30 @@ def _plain(tensor):
     return type(tensor) in (torch.Tensor, nn.Parameter) and tensor.layout == torch.strided
 
 
+def activation_of(module):
+    """(torch.nn class name, parameters) of a supported activation module, else None."""
+    params = ACTIVATIONS.get(type(module))
+    return (type(module).__name__, params(module)) if params else None
+
+
 def mlp_dynamics(net, dim, time_dependent, y0):
     """A node_ext._C.MLPDynamics evaluating ``net`` (an nn.Sequential alternating nn.Linear and one
     activation) on the state ``y0`` ([y, t] as input when time_dependent), or None when it cannot
     (see the module docstring)."""
-    if _ops.native is None or type(net) is not nn.Sequential or not _plain(y0):
+    if type(net) is not nn.Sequential:
         return None
     layers = list(net)
-    linears, acts = layers[0::2], layers[1::2]
-    if not linears or len(acts) != len(linears) - 1 or any(type(m) is not nn.Linear for m in linears):
+    linears, acts = layers[0::2], [activation_of(a) for a in layers[1::2]]
+    if len(acts) != len(linears) - 1 or None in acts or any(a != acts[0] for a in acts):
         return None
-    if acts and (type(acts[0]) not in ACTIVATIONS or any(type(a) is not type(acts[0]) for a in acts)):
-        return None
-    params = [ACTIVATIONS[type(a)](a) for a in acts]
-    if any(p != params[0] for p in params):
+    return mlp_from_layers(linears, acts[0] if acts else None, dim, time_dependent, y0)
+
+
+def mlp_from_layers(linears, activation, dim, time_dependent, y0, input_power=1):
+    """A node_ext._C.MLPDynamics for the nn.Linear modules ``linears`` with ``activation`` (from
+    :func:`activation_of`; None for a single layer) between them, the state entering as
+    ``y0**input_power``; or None when it cannot (see the module docstring)."""
+    if _ops.native is None or not _plain(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
         return None
     weights = [m.weight for m in linears]
     biases = [m.bias for m in linears]
@@ -74,6 +85,20 @@ def mlp_dynamics(net, dim, time_dependent, y0):
     width_ok = y0.dim() == 2 if time_dependent else y0.dim() >= 1
     if not width_ok or y0.shape[-1] != dim or weights[-1].shape[0] != dim:
         return None
-    activation = type(acts[0]).__name__ if acts else "Tanh"
-    return _ops.native.MLPDynamics(weights, biases, activation, time_dependent=time_dependent,
-                                   **(params[0] if params else {}))
+    name, params = activation if activation else ("Tanh", {})
+    try:
+        return _ops.native.MLPDynamics(weights, biases, name, time_dependent=time_dependent,
+                                       input_power=input_power, **params)
+    except ValueError:  # layer shapes that do not chain: forward raises PyTorch's own error
+        return None
+
+
+def native_dynamics(func, y0):
+    """odeint's question: a native form of func for states like y0, or None (call func). func's own
+    ``native_dynamics(y0)`` answers when it has one (node_ext.nn's modules); any other nn.Module is
+    offered to node_ext.nn.lowering, which recognises torchdiffeq-style MLP dynamics."""
+    own = getattr(func, "native_dynamics", None)
+    if callable(own):
+        return own(y0)
+    from .lowering import native_form  # torch.fx is imported on first use only
+    return native_form(func, y0)
