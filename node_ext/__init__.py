@@ -8,6 +8,7 @@ from ._ops import native as _native
 from .adjoint import odeint_adjoint
 from .nn import ConvODEF, MLPODEF, NeuralODE, ODEBlock, ODEF
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
+from .dense import DenseSolution, odeint_dense
 from .events import odeint_event
 from .odeint import odeint
 from .tableaus import method_names as _method_names
@@ -21,5 +22,5 @@ def native_available():
     return _native is not None
 
 
-__all__ = ["odeint", "odeint_adjoint", "odeint_event", "ODEF", "NeuralODE", "ODEBlock", "MLPODEF", "ConvODEF", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
+__all__ = ["odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "DenseSolution", "ODEF", "NeuralODE", "ODEBlock", "MLPODEF", "ConvODEF", "SolveStats", "last_stats", "SolverError", "StepSizeError", "MaxStepsError",
            "NonFiniteError", "METHODS", "native_available"]

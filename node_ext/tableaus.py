@@ -78,3 +78,29 @@ def a_matrix(tab):
         rows.append(tab["a"][k:k + i])
         k += i
     return rows
+
+
+def dense_weights(tab, cubic=False):
+    """The continuous extension of a Runge-Kutta step as polynomial weights over its terms, as the
+    native loop uses it (csrc/solve/dense_output.h): ``y(t0 + theta h) = y0 + h sum_j w_j(theta) K_j``
+    with ``w_j(theta) = sum_p poly[j * degree + p] theta ** (p + 1)``. The terms are the stages, plus
+    f(t1, y1) when ``uses_f1``. Returns (poly, degree, uses_f1): the method's own extension, cubic
+    Hermite through (y0, f0, y1, f1) for the other adaptive methods and fixed grids with
+    interp='cubic', linear interpolation otherwise."""
+    kind = tab["dense"] if tab["adaptive"] else ("hermite" if cubic else "linear")
+    b, n = list(tab["b"]), tab["stages"]
+    if kind == "polynomial":
+        return list(tab["dense_poly"]), tab["dense_degree"], tab["dense_terms"] > n
+    if kind == "linear":
+        return b, 1, False
+    # y(theta) = y0 + h (h10 f0 + h11 f1) + h01 (y1 - y0), y1 - y0 = h sum_j b_j K_j: h10 = theta - 2 theta^2
+    # + theta^3, h01 = 3 theta^2 - 2 theta^3, h11 = theta^3 - theta^2; f1 is the last stage when FSAL.
+    f1 = n - 1 if tab["fsal"] else n
+    poly = [0.0] * (3 * (n if tab["fsal"] else n + 1))
+    for j in range(n):
+        poly[3 * j + 1] += 3.0 * b[j]
+        poly[3 * j + 2] += -2.0 * b[j]
+    poly[0:3] = [poly[0] + 1.0, poly[1] - 2.0, poly[2] + 1.0]
+    poly[3 * f1 + 1] -= 1.0
+    poly[3 * f1 + 2] += 1.0
+    return poly, 3, not tab["fsal"]

@@ -111,7 +111,7 @@ namespace {
 py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::object t_grad,
                 const std::string& method, const py::dict& options,
                 std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn,
-                py::object callbacks) {
+                py::object callbacks, bool record_steps) {
   PyEventFunction event(event_fn, tuple_shapes);
   auto on_step = step_callbacks(callbacks, tuple_shapes, y0.sizes().vec(), false);
   Dynamics* native = native_dynamics(func);
@@ -129,12 +129,18 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
   if (!t_grad.is_none()) pb.t_grad = t_grad.cast<at::Tensor>();
   if (!event_fn.is_none()) pb.event = &event;
   pb.on_step = std::move(on_step);
+  pb.record_steps = record_steps;
   SolveResult res;
   {
     GilReleaseIf no_gil(native && !pb.event && !pb.on_step && !opts.user_norm);
     res = solve_ivp(pb, opts);
   }
   if (pb.event) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t);
+  if (record_steps) {
+    const StepRecord& r = res.steps;
+    return py::make_tuple(res.solution, stats_dict(res.stats),
+                          py::make_tuple(r.t, r.h, r.steps, r.poly, r.degree));
+  }
   return py::make_tuple(res.solution, stats_dict(res.stats));
 }
 
@@ -148,9 +154,10 @@ void bind_solve(py::module_& m) {
   detail::unique_pyobject_hook() = &unique_pyobject;
   m.def("solve", &solve, py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("t_grad"), py::arg("method"),
         py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"), py::arg("event_fn") = py::none(),
-        py::arg("callbacks") = py::none(),
+        py::arg("callbacks") = py::none(), py::arg("record_steps") = false,
         "Solve an initial value problem with the native loop; returns (solution, stats), or (solution, stats, "
-        "event time) when event_fn is given.");
+        "event time) when event_fn is given, or (solution, stats, (step boundaries, step sizes, steps, poly, "
+        "degree)) with record_steps (see StepRecord in rk_solver.h).");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

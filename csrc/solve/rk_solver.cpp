@@ -23,6 +23,8 @@ RkSolver::RkSolver(const SolveProblem& pb, const SolveOptions& o)
               "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
               "at_output");
   TORCH_CHECK(!pb.on_step || !pb.per_row, "solve_ivp: step callbacks need a single time grid");
+  TORCH_CHECK(!pb.record_steps || (!pb.per_row && !pb.event && !pb.at_output && !o.adams.enabled),
+              "solve_ivp: record_steps needs a single time grid, a Runge-Kutta method, no event and no at_output");
   if (adams_) {
     TORCH_CHECK(!pb.per_row && !tab_.adaptive && o.adams.max_order >= 1 && o.adams.max_iters >= 1,
                 "solve_ivp: Adams methods need a single time grid, a fixed-grid starter, max_order >= 1 and "
@@ -58,7 +60,9 @@ SolveResult RkSolver::run() {
   while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
   assemble_recorded_outputs();
   if (quad_) q_result_ = q_;
-  return {solution_, q_result_, stats_, event_t_};
+  SolveResult result{solution_, q_result_, stats_, event_t_};
+  if (pb_.record_steps) result.steps = recorded_steps();
+  return result;
 }
 
 void RkSolver::setup() {
@@ -445,6 +449,7 @@ void RkSolver::advance(StepSize& h, const std::vector<char>& active, const std::
     return;
   }
 
+  if (pb_.record_steps && accept[0]) record_step(f1);
   y_ = std::move(y_next);
   if (tab_.fsal) {
     k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);

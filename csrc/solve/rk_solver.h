@@ -40,6 +40,20 @@ struct SolveProblem {
   EventFunction* event = nullptr;
   // Called with the step's start time and state and its signed size (single time grid only).
   std::function<void(StepCallback kind, double t0, const at::Tensor& y0, double dt)> on_step;
+  // Keep every accepted step in SolveResult::steps (odeint_dense): single time grid, Runge-Kutta
+  // methods, no event, no at_output.
+  bool record_steps = false;
+};
+
+// The accepted steps of a solve, for dense output anywhere in its span: step i goes from t[i] to
+// t[i + 1] = t[i] + h[i], and y(t[i] + theta h[i]) = Y_i + h[i] sum_j w_j(theta) K_ij with
+// w_j(theta) = sum_p poly[j * degree + p] theta^(p+1), the solve's continuous extension.
+struct StepRecord {
+  std::vector<double> t;  // the N + 1 step boundaries
+  std::vector<double> h;  // the N signed step sizes
+  at::Tensor steps;       // (N, 1 + terms, *y0.shape): Y_i, then the terms K_ij (recorded by autograd)
+  std::vector<double> poly;
+  int degree = 0;
 };
 
 struct SolveResult {
@@ -47,6 +61,7 @@ struct SolveResult {
   at::Tensor q;         // the quadrature terms at the last time, when there are any
   SolveStats stats;
   double event_t = 0.0;  // event mode: the time of the event
+  StepRecord steps;      // with record_steps
 };
 
 SolveResult solve_ivp(const SolveProblem& problem, const SolveOptions& options);

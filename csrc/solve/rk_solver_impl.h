@@ -135,6 +135,11 @@ class RkSolver {
   // The outputs written through autograd, placed into the solution in one differentiable op.
   void assemble_recorded_outputs();
 
+  // record_steps: keeps the accepted step from (t_cur_, y_) with its terms (one stacked tensor per
+  // step, so that pooled buffers are not held), and stacks them all at the end.
+  void record_step(const at::Tensor& f1);
+  StepRecord recorded_steps();
+
   [[noreturn]] void fail(FailureKind kind, int64_t r, const std::string& what);
 
   const SolveProblem& pb_;
@@ -161,6 +166,8 @@ class RkSolver {
   at::Tensor solution_, y_, k_first_, t_cur_T_;
   std::vector<at::Tensor> recorded_values_;  // outputs computed through autograd, (points, state row)
   std::vector<int64_t> recorded_index_;      // where each goes in the solution seen as (T * rows, state row)
+  std::vector<at::Tensor> step_record_;      // record_steps: (1 + terms, *y0.shape) per accepted step
+  std::vector<double> step_record_t_, step_record_h_;
   at::Tensor time_pool_like_;
   TensorPool time_pool_;
   std::vector<at::Tensor> k_;

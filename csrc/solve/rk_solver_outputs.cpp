@@ -85,6 +85,27 @@ void RkSolver::write_outputs(StepSize& h, const std::vector<char>& accept, const
   recorded_index_.insert(recorded_index_.end(), dst.begin(), dst.end());
 }
 
+void RkSolver::record_step(const at::Tensor& f1) {
+  std::vector<at::Tensor> parts{y_};
+  parts.insert(parts.end(), k_.begin(), k_.end());
+  if (dense_.uses_f1) parts.push_back(f1);
+  step_record_.push_back(at::stack(parts));
+  step_record_t_.push_back(t_cur_[0]);
+  step_record_h_.push_back(plan_[0].h);
+}
+
+StepRecord RkSolver::recorded_steps() {
+  StepRecord r;
+  r.t = std::move(step_record_t_);
+  if (!r.t.empty()) r.t.push_back(t_cur_[0]);
+  r.h = std::move(step_record_h_);
+  if (!step_record_.empty()) r.steps = at::stack(step_record_);
+  step_record_.clear();
+  r.poly = dense_.poly;
+  r.degree = dense_.degree;
+  return r;
+}
+
 double RkSolver::event_value(double t, const at::Tensor& y) {
   const double c = event_signs_.combined((*pb_.event)(time_values({t}, nullptr, 0), y.detach()));
   if (std::isnan(c)) {

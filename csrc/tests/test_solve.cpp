@@ -125,4 +125,43 @@ TEST_CASE(failures_carry_time_and_stats) {
   EXPECT(thrown);
 }
 
+// record_steps keeps every accepted step: evaluating its continuous extension (poly over the stored
+// terms) continues each step into the next one and follows the exact solution in between.
+TEST_CASE(record_steps_gives_the_continuous_extension) {
+  for (const char* m : {"dopri5", "tsit5", "bosh3", "rk4"}) {
+    Decay f;
+    SolveProblem pb;
+    pb.f = &f;
+    pb.y0 = at::ones({3}, at::kDouble);
+    pb.t = {{0.0, 2.0}};
+    pb.record_steps = true;
+    SolveOptions o = options(m);
+    o.step_size = 0.25;
+    o.cubic_interp = true;  // fixed grid: cubic Hermite (error ~ h^4 / 384 here)
+    const double tol = o.tableau->adaptive ? 1e-8 : 2e-5;
+    const SolveResult res = solve_ivp(pb, o);
+    const StepRecord& r = res.steps;
+    const int64_t n = static_cast<int64_t>(r.h.size());
+    EXPECT(n == res.stats.n_accepted && static_cast<int64_t>(r.t.size()) == n + 1);
+    EXPECT(r.t.front() == 0.0 && r.t.back() == 2.0 && r.steps.size(0) == n && r.steps.size(2) == 3);
+    const int64_t terms = r.steps.size(1) - 1;
+    EXPECT(static_cast<int64_t>(r.poly.size()) == terms * r.degree);
+    auto extension = [&](int64_t i, double theta) {
+      at::Tensor acc = at::zeros({3}, at::kDouble);
+      for (int64_t j = 0; j < terms; ++j) {
+        double w = 0.0;
+        for (int p = 0; p < r.degree; ++p) w += r.poly[j * r.degree + p] * std::pow(theta, p + 1);
+        acc += w * r.steps[i][1 + j];
+      }
+      return r.steps[i][0] + r.h[i] * acc;
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(r.t[i] + r.h[i], r.t[i + 1], 1e-15);
+      const at::Tensor end = i + 1 < n ? r.steps[i + 1][0] : res.solution[1];
+      EXPECT_NEAR((extension(i, 1.0) - end).abs().max().item<double>(), 0.0, 1e-14);
+      EXPECT_NEAR(extension(i, 0.5)[0].item<double>(), std::exp(-(r.t[i] + 0.5 * r.h[i])), tol);
+    }
+  }
+}
+
 TEST_MAIN()

@@ -16,7 +16,7 @@ import torch
 
 from .. import adams
 from ..errors import MaxStepsError, NonFiniteError, StepSizeError
-from ..tableaus import a_matrix, tableau
+from ..tableaus import a_matrix, dense_weights, tableau
 
 
 def solve_reference(problem):
@@ -33,6 +33,19 @@ def solve_reference(problem):
         t_grad = problem.t_grad[r] if problem.t_grad is not None else None
         outs.append(_Solver(problem, problem.y0[r:r + 1], problem.t[r].tolist(), t_grad, counts, row=r).run())
     return torch.cat(outs, dim=1), counts, None
+
+
+def solve_reference_recording_steps(problem):
+    """Like solve_reference for one time grid and a Runge-Kutta method, also keeping every accepted
+    step as node_ext._C.solve(record_steps=True) does: returns (solution, counts, (step boundaries,
+    step sizes, steps (N, 1 + terms, *y0.shape), poly, degree))."""
+    counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0, n_unconverged=0)
+    solver = _Solver(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
+    poly, degree, uses_f1 = dense_weights(solver.tab, problem.options["cubic"])
+    solver.record = dict(t=[], h=[], steps=[], uses_f1=uses_f1)
+    sol = solver.run()
+    rec = solver.record
+    return sol, counts, (rec["t"] + [solver.t], rec["h"], torch.stack(rec["steps"]), poly, degree)
 
 
 def _step_size_grid(t0, t1, h):
@@ -61,6 +74,7 @@ class _Solver:
         self.atol = at.reshape(y0.shape) if at is not None else self.o["atol"]
         self.event_t = None
         self.event_signs = None
+        self.record = None  # see solve_reference_recording_steps
 
     # ------------------------------------------------------------------ helpers
     def f(self, t, y, perturb=0):
@@ -215,6 +229,11 @@ class _Solver:
                             theta = (self.event_t - self.t_T) / h_T
                         out.append(self.dense(y, y_new, k, f1, hh, theta))
                         return torch.stack(out)
+                if self.record is not None:
+                    terms = k + ([f1] if self.record["uses_f1"] else [])
+                    self.record["t"].append(self.t)
+                    self.record["h"].append(h)
+                    self.record["steps"].append(torch.stack([y] + terms))
                 y = y_new
                 if self.t_T is not None:
                     self.t_T = self.t_T + h_T
