@@ -369,4 +369,4 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
                    callbacks=step_callbacks(func, per_row),
-                   native=native_dynamics(func, state) if shapes is None else None)
+                   native=native_dynamics(func, state, per_row) if shapes is None else None)

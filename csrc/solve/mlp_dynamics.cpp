@@ -76,10 +76,11 @@ void MLPActivation::apply_(at::Tensor& x) const {
 }
 
 MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
-                         MLPActivation activation, bool time_dependent, int64_t input_power)
+                         MLPActivation activation, bool time_dependent, int64_t input_power, bool time_first)
     : weights_(std::move(weights)), biases_(std::move(biases)), activation_(std::move(activation)),
-      time_dependent_(time_dependent), input_power_(input_power) {
+      time_dependent_(time_dependent), input_power_(input_power), time_first_(time_first) {
   if (weights_.empty()) invalid("weights must hold at least one layer");
+  if (time_first_ && !time_dependent_) invalid("time_first needs time_dependent=True");
   if (input_power_ < 1) invalid("input_power must be a positive integer, got " + std::to_string(input_power_));
   if (biases_.size() != weights_.size()) {
     invalid("biases must hold one entry (a tensor or None) per layer: " + std::to_string(weights_.size()) +
@@ -128,7 +129,7 @@ at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) cons
     TORCH_CHECK(y.dim() == 2, "MLPDynamics: a time-dependent MLP takes a state of shape (batch, ", dim_,
                 "), got ", y.sizes());
     const at::Tensor tt = t.reshape({-1, 1}).to(y.scalar_type()).expand({y.size(0), 1});
-    x = at::cat({x, tt}, 1);
+    x = time_first_ ? at::cat({tt, x}, 1) : at::cat({x, tt}, 1);
   }
   const size_t n = weights_.size();
   for (size_t i = 0; i < n; ++i) {
@@ -164,6 +165,10 @@ bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool s
   return true;
 }
 
+at::Tensor MLPDynamics::time_last_columns(const at::Tensor& w) const {
+  return at::cat({w.narrow(1, 1, dim_), w.narrow(1, 0, 1)}, 1);
+}
+
 void MLPDynamics::refresh_transposed() {
   if (transposed_.size() != weights_.size()) {
     transposed_.assign(weights_.size(), at::Tensor());
@@ -174,8 +179,9 @@ void MLPDynamics::refresh_transposed() {
     const uint32_t v = weights_[i]._version();
     if (transposed_[i].defined() && versions_[i] == v) continue;
     // (in, out) for the forward layers and (out, in) for the vector-Jacobian products, with the
-    // padding the layer kernel's edge tiles read past the end.
-    const at::Tensor& w = weights_[i];
+    // padding the layer kernel's edge tiles read past the end. The kernels take the time as the
+    // last input: a time_first layer's columns are rotated.
+    const at::Tensor w = i == 0 && time_first_ ? time_last_columns(weights_[0]) : weights_[i];
     const int64_t padding = w.scalar_type() == at::kFloat ? cpu::kDensePadding<float> : cpu::kDensePadding<double>;
     transposed_[i] = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
     transposed_[i].narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());

@@ -38,10 +38,11 @@ class MLPDynamics : public Dynamics {
  public:
   // weights[i]: (out_i, in_i), biases[i]: (out_i,) or none; in_0 = dim + time_dependent,
   // in_{i+1} = out_i, out_last = dim. All of one floating dtype and device. input_power p >= 1:
-  // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). Throws
-  // std::invalid_argument naming the argument and the shapes otherwise.
+  // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). The time is
+  // the first layer's last input, or its first with time_first (cat([t, y]), as FFJORD's layers).
+  // Throws std::invalid_argument naming the argument and the shapes otherwise.
   MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
-              MLPActivation activation, bool time_dependent, int64_t input_power = 1);
+              MLPActivation activation, bool time_dependent, int64_t input_power = 1, bool time_first = false);
 
   // t: () or (rows,), y: (rows, dim) (or (..., dim) when not time-dependent). Evaluated by ATen
   // (autograd records it; any device), or, when nothing needs a gradient and the layers are
@@ -60,6 +61,8 @@ class MLPDynamics : public Dynamics {
                 const std::vector<at::Tensor>& params, at::Tensor* f, std::vector<at::Tensor>* grads) override;
 
   at::Tensor eval_aten(const at::Tensor& t, const at::Tensor& y) const;
+  // A time_first first layer's weights with the time column moved last (the kernels' order).
+  at::Tensor time_last_columns(const at::Tensor& w) const;
   at::Tensor eval_fused(const at::Tensor& t, const at::Tensor& y);
   // Whether the fused path can evaluate (t, y); small_only: and whether it should (kFusedMaxWork).
   bool fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only = true) const;
@@ -69,6 +72,7 @@ class MLPDynamics : public Dynamics {
   int64_t dim() const { return dim_; }
   bool time_dependent() const { return time_dependent_; }
   int64_t input_power() const { return input_power_; }
+  bool time_first() const { return time_first_; }
   const std::vector<at::Tensor>& weights() const { return weights_; }
 
  private:
@@ -77,6 +81,7 @@ class MLPDynamics : public Dynamics {
   MLPActivation activation_;
   bool time_dependent_;
   int64_t input_power_;
+  bool time_first_;
   int64_t dim_;
   int64_t work_per_row_ = 0;  // multiply-adds per row of the state
 

@@ -18,19 +18,19 @@ Dynamics* native_dynamics(py::handle func) {
 void bind_native(py::module_& m) {
   py::class_<MLPDynamics, std::shared_ptr<MLPDynamics>>(
       m, "MLPDynamics",
-      "dy/dt = MLP([y**p, t]) (or MLP(y**p)) evaluated natively: weights[i] of shape (out, in), biases[i] of "
+      "dy/dt = MLP([y**p, t]) (MLP([t, y**p]) with time_first, or MLP(y**p)) evaluated natively: weights[i] of shape (out, in), biases[i] of "
       "shape (out,) or None, the activation by its torch.nn class name with its parameters, p = input_power. "
       "Built by node_ext.nn.MLPODEF's native form and by node_ext.nn.lowering for torchdiffeq-style modules.")
       .def(py::init([](std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
                        const std::string& activation, double alpha, double threshold, const std::string& approximate,
-                       bool time_dependent, int64_t input_power) {
+                       bool time_dependent, int64_t input_power, bool time_first) {
              return std::make_shared<MLPDynamics>(std::move(weights), std::move(biases),
                                                   MLPActivation::named(activation, alpha, threshold, approximate),
-                                                  time_dependent, input_power);
+                                                  time_dependent, input_power, time_first);
            }),
            py::arg("weights"), py::arg("biases"), py::arg("activation") = "Tanh", py::arg("alpha") = 1.0,
            py::arg("threshold") = 20.0, py::arg("approximate") = "none", py::arg("time_dependent") = true,
-           py::arg("input_power") = 1)
+           py::arg("input_power") = 1, py::arg("time_first") = false)
       .def("__call__", [](MLPDynamics& f, const at::Tensor& t, const at::Tensor& y) { return f(t, y); },
            py::arg("t"), py::arg("y"), "dy/dt at time t (a scalar, or one per row) and state y.")
       .def("_eval_aten", &MLPDynamics::eval_aten, py::arg("t"), py::arg("y"), "The ATen path (tests, benchmarks).")
@@ -40,7 +40,8 @@ void bind_native(py::module_& m) {
            }, py::arg("t"), py::arg("y"), "The fused CPU path (tests, benchmarks).")
       .def_property_readonly("dim", &MLPDynamics::dim)
       .def_property_readonly("time_dependent", &MLPDynamics::time_dependent)
-      .def_property_readonly("input_power", &MLPDynamics::input_power);
+      .def_property_readonly("input_power", &MLPDynamics::input_power)
+      .def_property_readonly("time_first", &MLPDynamics::time_first);
 }
 
 }  // namespace node_ext

@@ -1,7 +1,7 @@
 // Native MLP dynamics (solve/mlp_dynamics.h): a whole solve with no Python at all against the
 // exact solution of a linear system, the fused CPU path against ATen and the fused
 // vector-Jacobian products against autograd for every activation (with and without an input
-// power y**p), and the constructor's checks.
+// power y**p, the time as the last or the first input), and the constructor's checks.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -55,6 +55,13 @@ TEST_CASE(time_dependent_input_is_the_last_feature) {
   const at::Tensor d = f(t, y);
   EXPECT_NEAR(d[0][1].item<double>(), 0.75, 1e-15);
   EXPECT_NEAR(d[1][0].item<double>(), -3.0, 1e-15);
+  // time_first: the time is the first input instead.
+  at::Tensor W_first = at::zeros({2, 3}, at::kDouble);
+  W_first.select(1, 0).fill_(1.5);
+  MLPDynamics g({W_first}, {std::nullopt}, act("Tanh"), true, 1, true);
+  EXPECT(g.time_first());
+  EXPECT_NEAR((g(t, y) - d).abs().max().item<double>(), 0.0, 0.0);
+  EXPECT_NEAR((g.eval_aten(t, y) - d).abs().max().item<double>(), 0.0, 0.0);
 }
 
 TEST_CASE(fused_path_matches_aten_for_every_activation) {
@@ -64,8 +71,9 @@ TEST_CASE(fused_path_matches_aten_for_every_activation) {
     for (auto dtype : {at::kFloat, at::kDouble}) {
       const auto o = at::TensorOptions().dtype(dtype);
       const int64_t power = dtype == at::kFloat ? 1 : 3;
+      const bool time_first = dtype == at::kDouble;
       MLPDynamics f({at::randn({37, 6}, o), at::randn({20, 37}, o) * 0.2, at::randn({5, 20}, o) * 0.2},
-                    {at::randn({37}, o), std::nullopt, at::randn({5}, o)}, act(name), true, power);
+                    {at::randn({37}, o), std::nullopt, at::randn({5}, o)}, act(name), true, power, time_first);
       for (int64_t rows : {1, 4, 7}) {
         const at::Tensor y = at::randn({rows, 5}, o);
         const at::Tensor t = at::randn({rows}, o);
@@ -88,7 +96,7 @@ TEST_CASE(fused_vjp_matches_autograd_for_every_activation) {
       for (auto& x : w) x.set_requires_grad(true);
       b[0]->set_requires_grad(true);
       b[2]->set_requires_grad(true);
-      MLPDynamics f(w, b, act(name), true, power);
+      MLPDynamics f(w, b, act(name), true, power, /*time_first=*/power == 2);
       const at::Tensor y = at::randn({7, 5}, o);
       const at::Tensor cot = at::randn({7, 5}, o);
       const at::Tensor unused = at::randn({3}, o).set_requires_grad(true);
@@ -131,6 +139,7 @@ TEST_CASE(constructor_checks_shapes_and_names) {
   EXPECT(throws([&] { MLPDynamics({w}, {at::zeros({3}, at::kDouble)}, act("Tanh"), true); }));
   EXPECT(throws([&] { MLPActivation::named("Hardtanh", 1.0, 20.0, "none"); }));
   EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 0); }));
+  EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 1, true); }));
   MLPDynamics ok({at::randn({4, 5}, at::kDouble)}, {std::nullopt}, act("ReLU"), true);
   EXPECT(ok.dim() == 4 && ok.time_dependent());
 }

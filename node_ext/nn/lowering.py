@@ -4,12 +4,18 @@ its code, like :class:`node_ext.nn.MLPODEF` (node_ext/nn/native.py).
 
 ``forward`` is traced once with torch.fx (symbolic tracing, which records the tensor operations
 without computing) and the graph is accepted only when it is a chain from ``y`` to the output:
-an optional integer power of ``y``, then ``nn.Linear`` modules with one and the same activation
-between them, as a module (``nn.Tanh()``, ``nn.ELU(alpha)``, ...) or a function (``torch.tanh``,
-``F.softplus(x, beta=2)``, ``x.relu()``, ...); ``t`` unused. That covers the dynamics of
-torchdiffeq's examples (``self.net(y**3)``, fc1 -> ELU -> fc2 -> ELU -> fc3) and of Chen et al.,
-"Neural Ordinary Differential Equations", NeurIPS 2018. Anything else (convolutions, residual
-connections, time inputs, control flow on values) is called from Python as usual.
+an optional integer power of ``y``, optionally the time concatenated as a first or last column
+(``torch.cat([y, t.expand(y.shape[0], 1)], 1)``, ``torch.cat([torch.ones_like(y[:, :1]) * t, y], -1)``,
+...), then ``nn.Linear`` modules with one and the same activation between them, as a module
+(``nn.Tanh()``, ``nn.ELU(alpha)``, ...) or a function (``torch.tanh``, ``F.softplus(x, beta=2)``,
+``x.relu()``, ...). That covers the dynamics of torchdiffeq's examples (``self.net(y**3)``,
+fc1 -> ELU -> fc2 -> ELU -> fc3) and of Chen et al., "Neural Ordinary Differential Equations",
+NeurIPS 2018. Anything else (convolutions, residual connections, the time entering elsewhere,
+control flow on values) is called from Python as usual.
+
+The time column may be computed in any way from ``t`` and the shape of ``y`` (no module state, no
+in-place operation): it is checked by running that part of the graph on probe times (and, for
+per-sample time grids, one time per row), and accepted only when it is exactly ``t`` in every row.
 
 A forward with side effects would lose them when run natively, so tracing must leave every module's
 attributes as they were: a forward that counts its calls (``self.nfe += 1``) or stores anything on
@@ -46,12 +52,14 @@ for _fn, _name, _args in (
 _METHODS = {"tanh": "Tanh", "relu": "ReLU", "sigmoid": "Sigmoid"}
 _POWERS = (operator.pow, torch.pow)
 
-_cache = weakref.WeakKeyDictionary()  # module -> (structure, plain attributes, plan | None | _IMPURE)
+# module -> (structure, plain attributes, plan | None | _IMPURE, {state: time column checked})
+_cache = weakref.WeakKeyDictionary()
 _IMPURE = "impure"
 
 
-def native_form(func, y0):
-    """A node_ext._C.MLPDynamics computing ``func(t, y)`` for states like y0, or None."""
+def native_form(func, y0, per_row=False):
+    """A node_ext._C.MLPDynamics computing ``func(t, y)`` for states like y0 (with one time per row
+    when per_row), or None."""
     if (_ops.native is None or not isinstance(func, nn.Module) or getattr(func, "native", True) is False
             or type(func).__call__ is not nn.Module.__call__):  # func(t, y) must mean forward(t, y)
         return None
@@ -62,14 +70,23 @@ def native_form(func, y0):
     cached = _cache.get(func)
     # A forward with side effects is refused for as long as the structure stays (its counters change).
     if cached is None or cached[0] != structure or (cached[2] is not _IMPURE and cached[1] != attributes):
-        cached = (structure, attributes, _plan(func))
+        cached = (structure, attributes, _plan(func), {})
         _cache[func] = cached
     plan = cached[2]
     if plan is None or plan is _IMPURE:
         return None
-    power, names, activation = plan
+    power, names, activation, time = plan
+    if time is not None:
+        key = (tuple(y0.shape), y0.dtype, y0.device, per_row)
+        if key not in cached[3]:
+            if len(cached[3]) >= 64:  # many state shapes: keep the checks bounded
+                cached[3].clear()
+            cached[3][key] = _is_time_column(time[1], y0, per_row)
+        if not cached[3][key]:
+            return None
     linears = [func.get_submodule(n) for n in names]
-    return mlp_from_layers(linears, activation, y0.shape[-1] if y0.dim() else -1, False, y0, power)
+    return mlp_from_layers(linears, activation, y0.shape[-1] if y0.dim() else -1, time is not None, y0, power,
+                           time is not None and time[0])
 
 
 _PLAIN = frozenset((bool, int, float, str, type(None)))
@@ -112,9 +129,10 @@ def _restore(modules, snapshot):
 
 
 def _plan(func):
-    """(input power, qualified names of the Linear layers, activation) when func's forward is a
-    supported chain (module docstring); _IMPURE when tracing changed func's attributes (they are
-    restored); else None."""
+    """(input power, qualified names of the Linear layers, activation, time) when func's forward is a
+    supported chain (module docstring), time being None or (time first, the graph of the time column
+    as a module of (t, y)); _IMPURE when tracing changed func's attributes (they are restored); else
+    None."""
     modules = list(func.modules())
     snapshot = _snapshot(modules)
     before = [{k: _entry(v) for k, v in vars(m).items()} for m in modules]
@@ -131,14 +149,29 @@ def _plan(func):
 def _chain(func, graph):
     nodes = list(graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
-    if len(inputs) != 2 or inputs[0].users:
+    if len(inputs) != 2:
         return None
-    current, power, names, acts = inputs[1], 1, [], []
+    time = _time_concat(nodes, *inputs) if inputs[0].users else None
+    if inputs[0].users and time is None:
+        return None
+    column_nodes = time[2] if time else frozenset()
+    current, power, names, acts, time_first = inputs[1], 1, [], [], None
     for node in nodes[len(inputs):]:
+        if node in column_nodes:
+            continue
         if node.op == "output":
             ok = node.args == (current,) and names and len(acts) == len(names) - 1
-            return (power, names, acts[0] if acts else None) if ok and all(a == acts[0] for a in acts) else None
-        if len(current.users) != 1 or not node.args or node.args[0] is not current:
+            time_plan = (time_first, _column_module(func, nodes, inputs, time)) if time else None
+            return ((power, names, acts[0] if acts else None, time_plan)
+                    if ok and all(a == acts[0] for a in acts) else None)
+        if len([u for u in current.users if u not in column_nodes]) != 1:
+            return None
+        if time and node is time[0]:  # the concatenation of the state and the time column
+            if names or time[3][1 - time[4]] is not current:
+                return None
+            time_first, current = time[4] == 0, node
+            continue
+        if not node.args or node.args[0] is not current:
             return None
         step = _step(func, node)
         if step is None:
@@ -154,6 +187,84 @@ def _chain(func, graph):
             return None
         current = node
     return None
+
+
+def _time_concat(nodes, t, y):
+    """(cat node, column node, the column's nodes, the cat's two inputs, the column's position) when
+    ``t`` is used only to build one input of a single ``torch.cat`` along the last dimension of a
+    2-D state; else None."""
+    cats = [n for n in nodes if n.op == "call_function" and n.target is torch.cat]
+    if len(cats) != 1:
+        return None
+    cat = cats[0]
+    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    parts = cat.args[0] if cat.args else None
+    if (set(cat.kwargs) - {"dim"} or dim not in (1, -1) or not isinstance(parts, (list, tuple)) or len(parts) != 2
+            or not all(isinstance(p, fx.Node) for p in parts)):
+        return None
+    for position in (0, 1):
+        column = parts[position]
+        members = _ancestors(column)
+        if members is None or t not in members:
+            continue
+        members.discard(t)
+        members.discard(y)
+        if parts[1 - position] in members:
+            continue
+        inner = members | {t}
+        if all(set(n.users) <= (members | {cat}) for n in inner) and column in members:
+            return cat, column, frozenset(members), tuple(parts), position
+    return None
+
+
+def _ancestors(node):
+    """node and everything it is computed from, or None when that includes module state, modules or
+    in-place operations (the column must be a function of t and y's shape alone)."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        name = getattr(n.target, "__name__", n.target) if n.op != "placeholder" else ""
+        if n.op in ("get_attr", "call_module") or "out" in n.kwargs or n.target is operator.setitem or (
+                isinstance(name, str) and name.endswith("_") and not name.endswith("__")):
+            return None
+        todo.extend(n.all_input_nodes)
+    return seen
+
+
+def _column_module(func, nodes, inputs, time):
+    """The time column's part of the graph as a module of (t, y)."""
+    graph = fx.Graph()
+    env = {inputs[0]: graph.placeholder("t"), inputs[1]: graph.placeholder("y")}
+    for n in nodes:
+        if n in time[2]:
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    graph.output(env[time[1]])
+    return fx.GraphModule(func, graph)
+
+
+def _is_time_column(column, y0, per_row):
+    """Whether column(t, y) is exactly t in every row, for probe times (one per row too when
+    per_row) and two states of y0's shape, dtype and device."""
+    rows = y0.shape[0]
+    probes = [torch.tensor(v, dtype=y0.dtype, device=y0.device) for v in (0.0, 0.6180339887, -3.25)]
+    if per_row:
+        probes.append(torch.linspace(-1.5, 2.5, rows, dtype=y0.dtype, device=y0.device))
+    states = (y0.detach().clone(), 0.75 - 2 * y0.detach())
+    try:
+        with torch.no_grad():
+            for t in probes:
+                expected = t.reshape(-1, 1).expand(rows, 1)
+                for y in states:
+                    value = column(t, y)
+                    if (not torch.is_tensor(value) or value.shape != (rows, 1) or value.dtype != y0.dtype
+                            or value.device != y0.device or not torch.equal(value, expected)):
+                        return False
+    except Exception:  # noqa: BLE001 - a column that cannot take these inputs is not one
+        return False
+    return True
 
 
 def _step(func, node):

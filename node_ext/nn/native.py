@@ -71,10 +71,11 @@ def mlp_dynamics(net, dim, time_dependent, y0):
     return mlp_from_layers(linears, acts[0] if acts else None, dim, time_dependent, y0)
 
 
-def mlp_from_layers(linears, activation, dim, time_dependent, y0, input_power=1):
+def mlp_from_layers(linears, activation, dim, time_dependent, y0, input_power=1, time_first=False):
     """A node_ext._C.MLPDynamics for the nn.Linear modules ``linears`` with ``activation`` (from
     :func:`activation_of`; None for a single layer) between them, the state entering as
-    ``y0**input_power``; or None when it cannot (see the module docstring)."""
+    ``y0**input_power`` (with the time as its last column when time_dependent, its first with
+    time_first); or None when it cannot (see the module docstring)."""
     if _ops.native is None or not _plain(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
         return None
     weights = [m.weight for m in linears]
@@ -88,17 +89,18 @@ def mlp_from_layers(linears, activation, dim, time_dependent, y0, input_power=1)
     name, params = activation if activation else ("Tanh", {})
     try:
         return _ops.native.MLPDynamics(weights, biases, name, time_dependent=time_dependent,
-                                       input_power=input_power, **params)
+                                       input_power=input_power, time_first=time_first, **params)
     except ValueError:  # layer shapes that do not chain: forward raises PyTorch's own error
         return None
 
 
-def native_dynamics(func, y0):
+def native_dynamics(func, y0, per_row=False):
     """odeint's question: a native form of func for states like y0, or None (call func). func's own
     ``native_dynamics(y0)`` answers when it has one (node_ext.nn's modules); any other nn.Module is
-    offered to node_ext.nn.lowering, which recognises torchdiffeq-style MLP dynamics."""
+    offered to node_ext.nn.lowering, which recognises torchdiffeq-style MLP dynamics. per_row: func
+    will get one time per row of y0 (per-sample time grids)."""
     own = getattr(func, "native_dynamics", None)
     if callable(own):
         return own(y0)
     from .lowering import native_form  # torch.fx is imported on first use only
-    return native_form(func, y0)
+    return native_form(func, y0, per_row)
