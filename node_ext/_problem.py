@@ -114,6 +114,9 @@ def _check_times(t, y0, tuple_state):
         raise ValueError("t contains non-finite values: %s" % a.tolist())
     per_row = t.dim() == 2
     if per_row:
+        if t.shape[1] < 2:
+            raise ValueError("a 2-D t holds one time grid per sample and needs at least 2 times per sample, got t of "
+                             "shape %s; for one grid for all samples pass a 1-D t (t.reshape(-1))" % (tuple(t.shape),))
         if tuple_state:
             raise ValueError("a 2-D t (one time grid per sample) needs a Tensor y0, not a tuple")
         if y0.dim() == 0 or y0.shape[0] != t.shape[0]:
@@ -133,7 +136,9 @@ def _check_times(t, y0, tuple_state):
 
 
 def _check_tolerance(name, tol, y0, shapes):
-    """Returns (scalar, per-element float64 tensor or None)."""
+    """Returns (scalar, per-element float64 tensor or None); with per-element values the scalar is their
+    mean (what terms without per-element values, like the adjoint's parameter gradients, use).
+    Zero is allowed (pure relative or absolute control); :func:`_check_tolerance_pair` rejects both."""
     if isinstance(tol, (tuple, list)) and shapes is not None:
         if len(tol) != len(shapes):
             raise ValueError("%s given per tuple member must have %d entries, got %d" % (name, len(shapes), len(tol)))
@@ -142,32 +147,44 @@ def _check_tolerance(name, tol, y0, shapes):
             _, elem = _check_tolerance("%s[%d]" % (name, i), v, torch.empty(shape), None)
             parts.append(elem.reshape(-1) if elem is not None else
                          torch.full((shape.numel(),), float(v), dtype=torch.float64))
-        return 0.0, torch.cat(parts).to(y0.device)
+        elem = torch.cat(parts)
+        return float(elem.mean()), elem.to(y0.device)
     if torch.is_tensor(tol):
         if tol.requires_grad:
             raise ValueError("%s cannot require grad" % name)
         if not (torch.is_floating_point(tol) or tol.dtype in (torch.int32, torch.int64)):
             raise TypeError("%s must be a real number or a real Tensor, got dtype %s" % (name, tol.dtype))
-        if not bool((tol > 0).all()) or not bool(torch.isfinite(tol).all()):
-            raise ValueError("%s must be positive and finite, got %s" % (name, tol.tolist()))
+        if not bool((tol >= 0).all()) or not bool(torch.isfinite(tol).all()):
+            raise ValueError("%s must be non-negative and finite, got %s" % (name, tol.tolist()))
         if tol.numel() == 1:
             return float(tol), None
         if shapes is not None:
             if tol.numel() != y0.numel():
                 raise ValueError("%s of shape %s does not match the tuple state (%d elements)"
                                  % (name, tuple(tol.shape), y0.numel()))
-            return 0.0, tol.reshape(-1).to(y0.device, torch.float64)
+            return float(tol.double().mean()), tol.reshape(-1).to(y0.device, torch.float64)
         try:
             elem = torch.broadcast_to(tol, y0.shape)
         except RuntimeError:
             raise ValueError("%s of shape %s does not broadcast to the state's shape %s"
                              % (name, tuple(tol.shape), tuple(y0.shape))) from None
-        return 0.0, elem.to(y0.device, torch.float64).contiguous()
+        return float(elem.double().mean()), elem.to(y0.device, torch.float64).contiguous()
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
         raise TypeError("%s must be a positive number or Tensor, got %s" % (name, _fmt(tol)))
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError("%s must be positive and finite, got %r" % (name, tol))
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ValueError("%s must be non-negative and finite, got %r" % (name, tol))
     return float(tol), None
+
+
+def _check_tolerance_pair(rtol, atol, state):
+    """rtol and atol (scalar, per-element) may not both be zero for any element: the error scale
+    atol + rtol |y| would vanish where y does."""
+    r = rtol[1] if rtol[1] is not None else rtol[0]
+    a = atol[1] if atol[1] is not None else atol[0]
+    both_zero = (r == 0) & (a == 0) if torch.is_tensor(r) or torch.is_tensor(a) else (r == 0 and a == 0)
+    if bool(torch.as_tensor(both_zero).any()):
+        raise ValueError("rtol and atol cannot both be zero (for any element of the state): got rtol = %s, atol = %s"
+                         % (_fmt(r) if torch.is_tensor(r) else repr(r), _fmt(a) if torch.is_tensor(a) else repr(a)))
 
 
 def _positive(name, v, allow_zero=False, allow_inf=False):
@@ -221,12 +238,25 @@ def _grid(problem_t, per_row, opts, func, y0, t):
     return [], 0.0
 
 
-def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
+# A fixed-grid solve until an event stops only at the event: torchdiffeq's bound on its steps.
+FIXED_EVENT_MAX_STEPS = 20000
+
+
+def _max_num_steps(get, default):
+    mns = get("max_num_steps", default)
+    if isinstance(mns, bool) or not isinstance(mns, numbers.Integral) or mns < 1:
+        raise ValueError("options['max_num_steps'] must be a positive integer, got %r" % (mns,))
+    return int(mns)
+
+
+def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, event=False):
     if options is None:
         options = {}
     if not isinstance(options, dict):
         raise TypeError("options must be a dict or None, got %s" % type(options).__name__)
     valid = ADAPTIVE_OPTIONS if tab["adaptive"] else FIXED_OPTIONS + (adams.OPTIONS if adams.is_adams(method) else ())
+    if event and not tab["adaptive"]:
+        valid = valid + ("max_num_steps",)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError("unknown option(s) %s for method '%s'; valid options are: %s"
@@ -247,10 +277,7 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
         o["force_min_step"] = force
         if o["min_step"] > o["max_step"]:
             raise ValueError("options['min_step'] = %r exceeds options['max_step'] = %r" % (o["min_step"], o["max_step"]))
-        mns = get("max_num_steps", o["max_num_steps"])
-        if isinstance(mns, bool) or not isinstance(mns, numbers.Integral) or mns < 1:
-            raise ValueError("options['max_num_steps'] must be a positive integer, got %r" % (mns,))
-        o["max_num_steps"] = int(mns)
+        o["max_num_steps"] = _max_num_steps(get, o["max_num_steps"])
         o["safety"] = _positive("safety", get("safety", 0.9))
         if o["safety"] > 1:
             raise ValueError("options['safety'] must be in (0, 1], got %r" % o["safety"])
@@ -277,7 +304,9 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
         dtype = get("dtype", torch.float64)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError("options['dtype'] (the time dtype) must be torch.float32 or torch.float64, got %r" % (dtype,))
-        o["time_float32"] = dtype == torch.float32
+        # As torchdiffeq, the time dtype is promoted with the state's: float32 time only for a float32 state.
+        state_dtype = (y0[0] if isinstance(y0, tuple) else y0).dtype
+        o["time_float32"] = dtype == torch.float32 and state_dtype == torch.float32
         norm = get("norm")
         if norm is not None:
             if not callable(norm):
@@ -295,6 +324,8 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes):
             raise ValueError("options['interp'] must be 'linear' or 'cubic', got %r" % (interp,))
         o["cubic"] = interp == "cubic"
         o["grid"], o["step_size"] = _grid(problem_t, per_row, options, func, y0, t)
+        if event:
+            o["max_num_steps"] = _max_num_steps(get, FIXED_EVENT_MAX_STEPS)
         if adams.is_adams(method):
             o.update(adams.adams_options(method, options, per_row))
     if shapes is not None and len(shapes) > 1:
@@ -351,6 +382,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     problem_t, per_row = _check_times(t, state, shapes is not None)
     rtol_v, rtol_e = _check_tolerance("rtol", rtol, state, shapes)
     atol_v, atol_e = _check_tolerance("atol", atol, state, shapes)
+    _check_tolerance_pair((rtol_v, rtol_e), (atol_v, atol_e), state)
     if method == scipy_solver.METHOD:
         if per_row or event_fn is not None:
             raise ValueError("method='scipy_solver' takes neither a 2-D t (per-sample grids) nor event_fn")
@@ -359,7 +391,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=None, per_row=False,
                        method=method, options=opts)
     tab = tableau(adams.STARTER if adams.is_adams(method) else method)
-    opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes)
+    opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, event_fn is not None)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
     if event_fn is not None:
         _check_event(event_fn, t, tab, opts, method)

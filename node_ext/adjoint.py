@@ -10,7 +10,7 @@ import torch
 from . import _ops, adams
 from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
 from .odeint import solve_problem
-from .stats import record
+from .stats import check_stats, record
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -79,6 +79,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     if method == "scipy_solver":
         raise ValueError("method='scipy_solver' is not differentiable and cannot be used with odeint_adjoint; use "
                          "node_ext.odeint, or an explicit method such as 'dopri5'")
+    check_stats(stats)
     params = _adjoint_params(func, adjoint_params)
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     problem.t_grad = None  # the forward pass records no graph
@@ -111,10 +112,9 @@ def _adjoint_params(func, adjoint_params):
                          % type(adjoint_params).__name__) from None
     for i, p in enumerate(params):
         if not torch.is_tensor(p):
-            raise ValueError("adjoint_params[%d] must be a Tensor requiring grad, got %s" % (i, type(p).__name__))
-        if not p.requires_grad:
-            raise ValueError("adjoint_params[%d] (shape %s) does not require grad" % (i, tuple(p.shape)))
-    return params
+            raise ValueError("adjoint_params[%d] must be a Tensor, got %s" % (i, type(p).__name__))
+    # As torchdiffeq: tensors that do not require grad (frozen layers) get no gradient and are left out.
+    return tuple(p for p in params if p.requires_grad)
 
 
 def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,

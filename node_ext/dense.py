@@ -15,7 +15,7 @@ import torch
 from . import _ops, adams, scipy_solver
 from ._problem import build_problem
 from .odeint import _norm_for, _warn_fallback
-from .stats import SolveStats, record
+from .stats import SolveStats, check_stats, record
 
 
 def odeint_dense(func, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method=None, options=None, stats=None):
@@ -36,6 +36,7 @@ def odeint_dense(func, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method=None, options
         backpropagation through the steps, when they require grad) and to the evaluation times, not to
         t0 and t1.
     """
+    check_stats(stats)
     t = _span(t0, t1)
     method = "dopri5" if method is None else method
     if method == scipy_solver.METHOD or adams.is_adams(method):

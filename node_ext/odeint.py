@@ -5,7 +5,7 @@ import torch
 
 from . import _ops, adams, scipy_solver
 from ._problem import build_problem
-from .stats import record
+from .stats import check_stats, record
 
 _warned = False
 
@@ -59,6 +59,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     step attempt), ``callback_accept_step`` or ``callback_reject_step`` (after one), they are called
     with the step's start time, state and signed size (t0 and dt float64 tensors). Not with 2-D t.
     """
+    check_stats(stats)
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     solution, counts, event_t = solve_problem(problem)
     record(counts, stats)

@@ -52,6 +52,12 @@ class SolveStats:
 _last = threading.local()
 
 
+def check_stats(stats):
+    """The ``stats`` argument of the solve functions: a SolveStats or None (checked before solving)."""
+    if stats is not None and not isinstance(stats, SolveStats):
+        raise TypeError("stats must be a node_ext.SolveStats or None, got %s" % type(stats).__name__)
+
+
 def record(counts, stats=None, backward=False):
     """Stores a solve's counts as the thread's last and adds them to `stats` when given."""
     _last.value = (counts, backward)

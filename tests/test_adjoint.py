@@ -226,13 +226,11 @@ def test_bad_adjoint_arguments():
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     with pytest.raises(ValueError, match="func must be an nn.Module"):
         node_ext.odeint_adjoint(lambda t, y: -y, y0, t)
-    with pytest.raises(ValueError, match=r"adjoint_params\[1\] must be a Tensor requiring grad, got float"):
+    with pytest.raises(ValueError, match=r"adjoint_params\[1\] must be a Tensor, got float"):
         node_ext.odeint_adjoint(f, y0, t, adjoint_params=[f.A, 3.0])
-    with pytest.raises(ValueError, match=r"adjoint_params\[0\] \(shape \(2,\)\) does not require grad"):
-        node_ext.odeint_adjoint(f, y0, t, adjoint_params=[torch.ones(2)])
     with pytest.raises(ValueError, match="backward solve .* unknown option\\(s\\) 'stepsize'"):
         node_ext.odeint_adjoint(f, y0, t, adjoint_options=dict(stepsize=0.1))
-    with pytest.raises(ValueError, match="backward solve .* adjoint_rtol|backward solve .*rtol must be positive"):
+    with pytest.raises(ValueError, match="backward solve .* adjoint_rtol|backward solve .*rtol must be non-negative"):
         node_ext.odeint_adjoint(f, y0, t, adjoint_rtol=-1.0)
     with pytest.raises(ValueError, match="backward solve .*unknown method 'rk5'"):
         node_ext.odeint_adjoint(f, y0, t, adjoint_method="rk5", adjoint_options={})

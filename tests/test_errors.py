@@ -51,9 +51,10 @@ def test_bad_initial_state(y0, exc, match):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(rtol=0.0), "rtol must be positive and finite, got 0.0"),
-    (dict(atol=-1e-9), "atol must be positive and finite, got -1e-09"),
-    (dict(rtol=torch.tensor([1e-3, -1.0])), "rtol must be positive"),
+    (dict(rtol=0.0, atol=0.0), "rtol and atol cannot both be zero"),
+    (dict(rtol=torch.tensor([1e-3, 0.0]), atol=0.0), "rtol and atol cannot both be zero"),
+    (dict(atol=-1e-9), "atol must be non-negative and finite, got -1e-09"),
+    (dict(rtol=torch.tensor([1e-3, -1.0])), "rtol must be non-negative"),
     (dict(atol=torch.ones(3) * 1e-6), "atol of shape \\(3,\\) does not broadcast to the state's shape \\(2,\\)"),
     (dict(method="rk45"), "unknown method 'rk45'; valid methods are: euler, midpoint, heun2"),
     (dict(options=dict(step_size=0.1)), "unknown option\\(s\\) 'step_size' for method 'dopri5'; valid options"),

@@ -178,12 +178,14 @@ bool MLPDynamics::eval_vjp(const at::Tensor& t, const at::Tensor& y, const at::T
       grads->push_back(t.numel() > 1 ? column.reshape(t.sizes()).clone() : column.sum().reshape(t.sizes()));
     }
   }
+  // A parameter may serve several layers (one nn.Linear applied twice): its gradient is the sum.
   for (const at::Tensor& p : params) {
     at::Tensor grad;
-    for (size_t i = 0; i < n && !grad.defined(); ++i) {
-      if (p.unsafeGetTensorImpl() == weights_[i].unsafeGetTensorImpl()) grad = dw[i];
+    auto add = [&grad](const at::Tensor& g) { grad = grad.defined() ? grad + g : g; };
+    for (size_t i = 0; i < n; ++i) {
+      if (p.unsafeGetTensorImpl() == weights_[i].unsafeGetTensorImpl()) add(dw[i]);
       const std::optional<at::Tensor>& b = biases_[i];
-      if (b && b->defined() && p.unsafeGetTensorImpl() == b->unsafeGetTensorImpl()) grad = db[i];
+      if (b && b->defined() && p.unsafeGetTensorImpl() == b->unsafeGetTensorImpl()) add(db[i]);
     }
     grads->push_back(grad.defined() ? grad : at::zeros_like(p));
   }

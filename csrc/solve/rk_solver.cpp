@@ -75,10 +75,13 @@ void RkSolver::setup() {
   }
   dir_ = t_end_[0] > t_cur_[0] ? 1.0 : -1.0;
   next_out_.assign(R, 1);
+  out_before_.assign(R, 1);
+  steps_since_output_.assign(R, 0);
   if (pb_.event) {
     // No end but the event: output 1 is written when it is found.
     t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
     next_out_[0] = n_times_;
+    out_before_[0] = n_times_;
   }
   done_.assign(R, 0);
   plan_.assign(R, RowPlan());
@@ -232,11 +235,18 @@ void RkSolver::attempt() {
       h_abs_[r] = std::min(std::max(next, o_.min_step), o_.max_step);
     }
   }
-  if (stats_.n_steps >= o_.max_num_steps && std::find(done_.begin(), done_.end(), 0) != done_.end()) {
-    int64_t r = std::find(done_.begin(), done_.end(), 0) - done_.begin();
-    fail(FailureKind::MaxStepsExceeded, r,
-         "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded " +
-             (pb_.event ? std::string("before event_fn changed sign") : "before reaching t = " + str(t_end_[r])));
+  // max_num_steps bounds the attempts between consecutive output times of a row (torchdiffeq's
+  // semantics), or before the event.
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (!active[r]) continue;
+    steps_since_output_[r] = next_out_[r] != out_before_[r] ? 0 : steps_since_output_[r] + 1;
+    out_before_[r] = next_out_[r];
+    if (steps_since_output_[r] >= o_.max_num_steps && !done_[r]) {
+      fail(FailureKind::MaxStepsExceeded, r,
+           "max_num_steps (" + std::to_string(o_.max_num_steps) + ") exceeded " +
+               (pb_.event ? std::string("before event_fn changed sign")
+                          : "before reaching the output time t = " + str(pb_.t[r][next_out_[r]])));
+    }
   }
 }
 

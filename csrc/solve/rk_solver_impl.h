@@ -176,6 +176,7 @@ class RkSolver {
   std::vector<double> zeros_;
   std::vector<char> active_, accept_;
   std::vector<int64_t> next_out_;
+  std::vector<int64_t> out_before_, steps_since_output_;  // max_num_steps: attempts since the last output
   std::vector<char> done_;
   std::vector<RowPlan> plan_;
   std::vector<size_t> grid_pos_, step_pos_, jump_pos_;

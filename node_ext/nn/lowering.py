@@ -21,8 +21,8 @@ A forward with side effects would lose them when run natively, so tracing must l
 attributes as they were: a forward that counts its calls (``self.nfe += 1``) or stores anything on
 the module stays in Python (the attributes are restored after the trace). Effects outside the
 module (printing, global state) cannot be seen; set ``native = False`` on such a module to opt out.
-The trace is cached per module and redone when its structure, class or plain attributes (``training``,
-flags) change; the weights are read at every solve.
+The trace is cached per module and redone when its structure, class or attributes (``training``,
+flags, tuples, lists and dicts by their contents) change; the weights are read at every solve.
 """
 import copy
 import operator
@@ -92,8 +92,24 @@ def native_form(func, y0, per_row=False):
 _PLAIN = frozenset((bool, int, float, str, type(None)))
 
 
+_MODULE_INTERNALS = frozenset(vars(nn.Module())) | {"native"}
+
+
+def _attribute_value(v, depth=0):
+    """A comparable snapshot of an attribute the forward may branch on: plain values as they are,
+    tuples, lists and dicts by their contents (a config dict changed in place counts), anything else
+    by identity."""
+    if type(v) in _PLAIN:
+        return v
+    if depth < 4 and type(v) in (tuple, list):
+        return type(v), tuple(_attribute_value(x, depth + 1) for x in v)
+    if depth < 4 and type(v) is dict:
+        return dict, tuple((_attribute_value(k, depth + 1), _attribute_value(x, depth + 1)) for k, x in v.items())
+    return "id", id(v)
+
+
 def _plain_attributes(module):
-    return [item for item in vars(module).items() if type(item[1]) in _PLAIN and item[0] != "native"]
+    return [(k, _attribute_value(v)) for k, v in vars(module).items() if k not in _MODULE_INTERNALS]
 
 
 def _fingerprint(named_modules):

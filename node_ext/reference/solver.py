@@ -130,6 +130,7 @@ class _Solver:
         fixed_perturb = not tab["adaptive"] and self.o["perturb"]
         k0 = self.f(self.t_T if self.t_T is not None else self.t, y, 1 if fixed_perturb else 0)
         next_out = len(times) if event else 1
+        since_output, out_before = 0, next_out  # attempts since the last output time (max_num_steps)
         step_t = sorted(self.o["step_t"], key=lambda v: self.dir * v)
         jump_t = sorted(self.o["jump_t"], key=lambda v: self.dir * v)
         if self.o["grid"]:
@@ -249,7 +250,9 @@ class _Solver:
                 self.counts["n_rejected"] += 1
             if tab["adaptive"]:
                 h_abs = self.next_step(abs(h), err, accept, prev)
-            if self.counts["n_steps"] >= self.o["max_num_steps"] and self.t != self.t_end:
+            since_output = 0 if next_out != out_before else since_output + 1
+            out_before = next_out
+            if since_output >= self.o["max_num_steps"] and self.t != self.t_end:
                 self.fail(MaxStepsError, "max_num_steps (%d) exceeded" % self.o["max_num_steps"])
         return torch.stack(out)
 
