@@ -14,7 +14,7 @@ import torch
 
 from . import _ops, adams, scipy_solver
 from ._problem import build_problem
-from .odeint import _norm_for, _warn_fallback
+from .odeint import solve_problem
 from .stats import SolveStats, check_stats, record
 
 
@@ -43,16 +43,7 @@ def odeint_dense(func, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method=None, options
         raise ValueError("odeint_dense needs a Runge-Kutta method (it keeps their steps for dense output), "
                          "got method=%r" % (method,))
     problem = build_problem(func, y0, t, rtol, atol, method, options)
-    if _ops.native is None:
-        _warn_fallback()
-        from .reference.solver import solve_reference_recording_steps
-        _, counts, steps = solve_reference_recording_steps(problem)
-    else:
-        opts = dict(problem.options)
-        opts["norm"] = _norm_for(problem)
-        shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
-        _, counts, steps = _ops.native.solve(problem.native or problem.func, problem.y0, problem.t, None,
-                                             problem.method, opts, shapes, False, record_steps=True)
+    _, counts, steps = solve_problem(problem, record_steps=True)
     record(counts, stats)
     return DenseSolution(problem, counts, *steps)
 

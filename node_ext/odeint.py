@@ -69,20 +69,21 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     return torch.tensor(event_t, dtype=t.dtype, device=t.device), problem.unflatten(solution)
 
 
-def solve_problem(problem):
+def solve_problem(problem, record_steps=False):
     """Runs a validated Problem: natively, or with the reference solvers when _C is unavailable.
-    Returns (solution, counts, event time or None)."""
+    Returns (solution, counts, event time or None), or with record_steps (a Runge-Kutta method on one
+    time grid, node_ext/dense.py) (solution, counts, the recorded steps)."""
     if problem.method == scipy_solver.METHOD:
         return scipy_solver.solve_scipy(problem)
     if _ops.native is None:
         _warn_fallback()
-        from .reference.solver import solve_reference
-        return solve_reference(problem)
+        from .reference.solver import solve_reference, solve_reference_recording_steps
+        return solve_reference_recording_steps(problem) if record_steps else solve_reference(problem)
     opts = dict(problem.options)
     opts["norm"] = _norm_for(problem)
     shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
     out = _ops.native.solve(problem.native or problem.func, problem.y0, problem.t, problem.t_grad, problem.method, opts, shapes,
-                            problem.per_row, problem.event_fn, problem.callbacks)
+                            problem.per_row, problem.event_fn, problem.callbacks, record_steps)
     return out if len(out) == 3 else (out[0], out[1], None)
 
 
