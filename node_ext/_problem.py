@@ -176,7 +176,7 @@ def _check_tolerance(name, tol, y0, shapes):
     return float(tol), None
 
 
-def _check_tolerance_pair(rtol, atol, state):
+def _check_tolerance_pair(rtol, atol):
     """rtol and atol (scalar, per-element) may not both be zero for any element: the error scale
     atol + rtol |y| would vanish where y does."""
     r = rtol[1] if rtol[1] is not None else rtol[0]
@@ -382,7 +382,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     problem_t, per_row = _check_times(t, state, shapes is not None)
     rtol_v, rtol_e = _check_tolerance("rtol", rtol, state, shapes)
     atol_v, atol_e = _check_tolerance("atol", atol, state, shapes)
-    _check_tolerance_pair((rtol_v, rtol_e), (atol_v, atol_e), state)
+    _check_tolerance_pair((rtol_v, rtol_e), (atol_v, atol_e))
     if method == scipy_solver.METHOD:
         if per_row or event_fn is not None:
             raise ValueError("method='scipy_solver' takes neither a 2-D t (per-sample grids) nor event_fn")

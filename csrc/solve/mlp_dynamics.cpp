@@ -165,10 +165,6 @@ bool MLPDynamics::fused_applies(const at::Tensor& t, const at::Tensor& y, bool s
   return true;
 }
 
-at::Tensor MLPDynamics::time_last_columns(const at::Tensor& w) const {
-  return at::cat({w.narrow(1, 1, dim_), w.narrow(1, 0, 1)}, 1);
-}
-
 void MLPDynamics::refresh_transposed() {
   if (transposed_.size() != weights_.size()) {
     transposed_.assign(weights_.size(), at::Tensor());
@@ -181,7 +177,7 @@ void MLPDynamics::refresh_transposed() {
     // (in, out) for the forward layers and (out, in) for the vector-Jacobian products, with the
     // padding the layer kernel's edge tiles read past the end. The kernels take the time as the
     // last input: a time_first layer's columns are rotated.
-    const at::Tensor w = i == 0 && time_first_ ? time_last_columns(weights_[0]) : weights_[i];
+    const at::Tensor w = i == 0 && time_first_ ? at::roll(weights_[0], -1, 1) : weights_[i];
     const int64_t padding = w.scalar_type() == at::kFloat ? cpu::kDensePadding<float> : cpu::kDensePadding<double>;
     transposed_[i] = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
     transposed_[i].narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());

@@ -61,8 +61,6 @@ class MLPDynamics : public Dynamics {
                 const std::vector<at::Tensor>& params, at::Tensor* f, std::vector<at::Tensor>* grads) override;
 
   at::Tensor eval_aten(const at::Tensor& t, const at::Tensor& y) const;
-  // A time_first first layer's weights with the time column moved last (the kernels' order).
-  at::Tensor time_last_columns(const at::Tensor& w) const;
   at::Tensor eval_fused(const at::Tensor& t, const at::Tensor& y);
   // Whether the fused path can evaluate (t, y); small_only: and whether it should (kFusedMaxWork).
   bool fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only = true) const;

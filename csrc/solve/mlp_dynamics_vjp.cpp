@@ -166,7 +166,7 @@ bool MLPDynamics::eval_vjp(const at::Tensor& t, const at::Tensor& y, const at::T
     vjp_layers<double>(t, y, cot, !params.empty(), *f, input_grad, dw, db);
   }
   if (time_first_ && dw[0].defined()) {  // back to the weight's column order (time first)
-    dw[0] = at::cat({dw[0].narrow(1, dim_, 1), dw[0].narrow(1, 0, dim_)}, 1);
+    dw[0] = at::roll(dw[0], 1, 1);
   }
   grads->clear();
   grads->push_back((time_dependent_ ? input_grad.narrow(1, 0, dim_).contiguous() : input_grad).view(y.sizes()));
