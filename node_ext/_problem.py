@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from . import adams, scipy_solver
+from . import adams, complex_state, scipy_solver
 from .tableaus import method_names, tableau
 
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
@@ -22,7 +22,7 @@ ADAPTIVE_OPTIONS = ("first_step", "min_step", "force_min_step", "max_step", "max
 # Default (pcoeff, icoeff, dcoeff) per controller: the integral controller is torchdiffeq's; the
 # PI controller uses Hairer & Wanner's 0.7/k, -0.4/k exponents; PID those of diffrax's H312PID.
 CONTROLLERS = {"integral": (0.0, 1.0, 0.0), "pi": (0.4, 0.3, 0.0), "pid": (1 / 18, 1 / 9, 1 / 18)}
-STATE_DTYPES = (torch.float32, torch.float64)
+STATE_DTYPES = (torch.float32, torch.float64) + complex_state.COMPLEX_DTYPES
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Problem:
     callbacks: Optional[tuple] = None    # func's (callback_step, callback_accept_step, callback_reject_step)
     native: Optional[object] = None      # func's native form (node_ext/nn/native.py), run in its place
     extra: dict = field(default_factory=dict)
+    complex_state: bool = False          # y0 was complex: solved as its real view (node_ext/complex_state.py)
 
     @property
     def n_times(self):
@@ -60,15 +61,15 @@ class Problem:
         return torch.cat([v.reshape(-1) for v in values])
 
     def unflatten(self, solution):
-        """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors."""
+        """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors; complex again for a complex y0."""
         if self.shapes is None:
-            return solution
+            return complex_state.as_complex(solution) if self.complex_state else solution
         out, start = [], 0
         for shape in self.shapes:
             n = shape.numel()
             out.append(solution[:, start:start + n].reshape(solution.shape[0], *shape))
             start += n
-        return tuple(out)
+        return complex_state.as_complex(tuple(out)) if self.complex_state else tuple(out)
 
 
 def _fmt(v):
@@ -88,7 +89,7 @@ def _check_state(y0):
         if not torch.is_tensor(m):
             raise TypeError("%s must be a Tensor, got %s" % (name, type(m).__name__))
         if m.dtype not in STATE_DTYPES:
-            raise TypeError("%s must be float32 or float64, got %s" % (name, m.dtype))
+            raise TypeError("%s must be float32, float64, complex64 or complex128, got %s" % (name, m.dtype))
         if not bool(torch.isfinite(m).all()):
             raise ValueError("%s contains non-finite values (NaN or Inf)" % name)
     if len(members) > 1:
@@ -249,6 +250,23 @@ def _max_num_steps(get, default):
     return int(mns)
 
 
+# Every option name some method takes: one of these that the chosen method does not take is ignored
+# with a warning (torchdiffeq's behaviour: one options dict can serve several methods); any other
+# name is a ValueError (a misspelt option would otherwise change nothing, silently).
+KNOWN_OPTIONS = frozenset(ADAPTIVE_OPTIONS + FIXED_OPTIONS + adams.OPTIONS)
+
+
+def _check_option_names(method, options, valid):
+    unknown = sorted(k for k in options if k not in KNOWN_OPTIONS and k not in valid)
+    if unknown:
+        raise ValueError("unknown option(s) %s for method '%s'; valid options are: %s"
+                         % (", ".join(repr(u) for u in unknown), method, ", ".join(valid)))
+    unused = sorted(k for k in options if k not in valid)
+    if unused:
+        warnings.warn("option(s) %s are not used by method '%s' and are ignored (it takes: %s)"
+                      % (", ".join(repr(u) for u in unused), method, ", ".join(valid)), UserWarning, stacklevel=5)
+
+
 def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, event=False):
     if options is None:
         options = {}
@@ -257,10 +275,7 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, even
     valid = ADAPTIVE_OPTIONS if tab["adaptive"] else FIXED_OPTIONS + (adams.OPTIONS if adams.is_adams(method) else ())
     if event and not tab["adaptive"]:
         valid = valid + ("max_num_steps",)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError("unknown option(s) %s for method '%s'; valid options are: %s"
-                         % (", ".join(repr(u) for u in unknown), method, ", ".join(valid)))
+    _check_option_names(method, options, valid)
     o = dict(first_step=0.0, min_step=0.0, force_min_step=False, max_step=math.inf, max_num_steps=2 ** 31 - 1, safety=0.9,
              ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, step_t=[], jump_t=[],
              norm_groups=[], norm=None, grid=[], step_size=0.0, perturb=False, cubic=False, time_float32=False)
@@ -368,6 +383,15 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
     members = _check_state(y0)
+    complex_y0 = complex_state.is_complex_state(y0)
+    if complex_y0:  # solved as the real view; the user's callables get complex tensors
+        y0 = complex_state.as_real(y0)
+        members = [(name, complex_state.as_real(m)) for name, m in members]
+        rtol, atol = complex_state.real_tolerance(rtol), complex_state.real_tolerance(atol)
+        func = complex_state.wrap_dynamics(func, CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES)
+        event_fn = complex_state.wrap_callable(event_fn) if callable(event_fn) else event_fn
+        if isinstance(options, dict) and callable(options.get("norm")):
+            options = dict(options, norm=complex_state.wrap_norm(options["norm"]))
     shapes = None
     if isinstance(y0, tuple):
         shapes = [m.shape for _, m in members]
@@ -389,7 +413,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         opts, user_norm = scipy_solver.scipy_options(options), None
         opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
         return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=None, per_row=False,
-                       method=method, options=opts)
+                       method=method, options=opts, complex_state=complex_y0)
     tab = tableau(adams.STARTER if adams.is_adams(method) else method)
     opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, event_fn is not None)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
@@ -400,5 +424,5 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         t_grad = t.to(device=state.device, dtype=torch.float64)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
-                   callbacks=step_callbacks(func, per_row),
-                   native=native_dynamics(func, state, per_row) if shapes is None else None)
+                   callbacks=step_callbacks(func, per_row), complex_state=complex_y0,
+                   native=native_dynamics(func, state, per_row) if shapes is None and not complex_y0 else None)

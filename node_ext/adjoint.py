@@ -7,7 +7,7 @@ a_theta] backwards interval by interval, in memory independent of the number of 
 """
 import torch
 
-from . import _ops, adams
+from . import _ops, adams, complex_state
 from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
 from .odeint import solve_problem
 from .stats import check_stats, record
@@ -89,7 +89,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
                            % _ops.IMPORT_ERROR)
     adjoint = _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
                               adjoint_options, t)
-    adjoint["callbacks"] = step_callbacks(func, problem.per_row, ADJOINT_CALLBACK_NAMES)
+    adjoint["callbacks"] = step_callbacks(problem.func, problem.per_row, ADJOINT_CALLBACK_NAMES)
     out = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
     if event_fn is None:
         return problem.unflatten(out)
@@ -145,6 +145,8 @@ def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_
     # Validate the backward options exactly as forward ones (unknown names, values, method name).
     tol_r = rtol if adjoint_rtol is None else adjoint_rtol
     tol_a = atol if adjoint_atol is None else adjoint_atol
+    if problem.complex_state:  # the backward problem is posed on the real view
+        tol_r, tol_a = complex_state.real_tolerance(tol_r), complex_state.real_tolerance(tol_a)
     try:
         backward = build_problem(problem.func, problem.y0 if problem.shapes is None else _tuple_like(problem),
                                  t.detach(), tol_r, tol_a, adjoint_method, adjoint_options)

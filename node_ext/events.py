@@ -63,7 +63,7 @@ def _detached(y, tuple_state, grad=False):
 def _through_event_time(func, event_fn, t0, y0, event_t, y_e, tuple_state):
     """(event_t, y_e) made differentiable: values unchanged, gradients by the implicit function theorem."""
     members = y_e if tuple_state else (y_e,)
-    dtype = members[0].dtype
+    dtype = members[0].real.dtype  # the time's: real for a complex state too
     with torch.no_grad():
         signs = torch.sign(event_fn(t0.detach().to(dtype), _detached(y0, tuple_state)))
         f_e = func(event_t.detach().to(dtype), _detached(y_e, tuple_state))
@@ -80,8 +80,8 @@ def _through_event_time(func, event_fn, t0, y0, event_t, y_e, tuple_state):
         grads = torch.autograd.grad(combined(t_req, y_req), [t_req] + y_list, allow_unused=True)
     dcdt = grads[0] if grads[0] is not None else torch.zeros((), dtype=dtype, device=t_req.device)
     for g, f in zip(grads[1:], f_members):
-        if g is not None:
-            dcdt = dcdt + (g * f).sum()
+        if g is not None:  # grad_y c . f; for a complex y, over the real and imaginary parts
+            dcdt = dcdt + (torch.view_as_real(g) * torch.view_as_real(f) if g.is_complex() else g * f).sum()
     dcdt = dcdt.detach()
 
     # c through the graph of the state and of event_fn's parameters: its value is (nearly) zero; only

@@ -22,7 +22,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     Args:
         func: ``func(t, y)`` returning dy/dt with the shape of ``y``. ``t`` is a tensor of y's dtype:
             a scalar, or of shape (batch,) for per-sample time grids.
-        y0: initial state, a float32/float64 Tensor of any shape, or a tuple of Tensors.
+        y0: initial state, a float32/float64 Tensor of any shape, or a tuple of Tensors; complex64 and
+            complex128 states are solved as their real views (node_ext/complex_state.py).
         t: times, 1-D (T,) strictly increasing or decreasing; or 2-D (batch, T), one grid per sample,
             the first dimension of y0 being the batch (each sample then has its own step sizes).
         rtol, atol: relative and absolute tolerances: positive numbers, Tensors broadcastable to y0,
@@ -36,7 +37,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             safety, ifactor, dfactor, controller ('integral' | 'pi' | 'pid'), pcoeff, icoeff, dcoeff,
             step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default).
             Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic');
-            Adams methods also max_order (default 12) and max_iters (default 4).
+            Adams methods also max_order (default 12) and max_iters (default 4). An option of another
+            method is ignored with a UserWarning (as torchdiffeq); a name no method takes is a ValueError.
             Unlike torchdiffeq, a step that would need to be smaller than min_step raises
             StepSizeError unless force_min_step=True (then it is accepted, as torchdiffeq does).
         event_fn: optional ``event_fn(t, y)`` returning a Tensor: the solve runs from t[0] (t must hold

@@ -40,8 +40,8 @@ def test_func_must_be_callable():
 
 @pytest.mark.parametrize("y0,exc,match", [
     (torch.tensor([1.0, float("inf")]), ValueError, "y0 contains non-finite"),
-    (torch.tensor([1, 2]), TypeError, "y0 must be float32 or float64, got torch.int64"),
-    (torch.ones(2, dtype=torch.float16), TypeError, "float32 or float64, got torch.float16"),
+    (torch.tensor([1, 2]), TypeError, "y0 must be float32, float64, complex64 or complex128, got torch.int64"),
+    (torch.ones(2, dtype=torch.float16), TypeError, "float32, float64, complex64 or complex128, got torch.float16"),
     ([torch.ones(2)], TypeError, "y0 must be a Tensor or a non-empty tuple"),
     ((torch.ones(2), torch.ones(2, dtype=torch.float64)), TypeError, "share dtype and device"),
 ])
@@ -57,8 +57,8 @@ def test_bad_initial_state(y0, exc, match):
     (dict(rtol=torch.tensor([1e-3, -1.0])), "rtol must be non-negative"),
     (dict(atol=torch.ones(3) * 1e-6), "atol of shape \\(3,\\) does not broadcast to the state's shape \\(2,\\)"),
     (dict(method="rk45"), "unknown method 'rk45'; valid methods are: euler, midpoint, heun2"),
-    (dict(options=dict(step_size=0.1)), "unknown option\\(s\\) 'step_size' for method 'dopri5'; valid options"),
-    (dict(method="rk4", options=dict(first_step=0.1)), "unknown option\\(s\\) 'first_step' for method 'rk4'"),
+    (dict(options=dict(stepsize=0.1)), "unknown option\\(s\\) 'stepsize' for method 'dopri5'; valid options"),
+    (dict(method="rk4", options=dict(first_step=0.1, rtol=1e-3)), "unknown option\\(s\\) 'rtol' for method 'rk4'"),
     (dict(options=dict(max_step=-1.0)), "options\\['max_step'\\] must be positive, got -1.0"),
     (dict(options=dict(max_num_steps=0)), "options\\['max_num_steps'\\] must be a positive integer, got 0"),
     (dict(options=dict(controller="p")), "options\\['controller'\\] must be one of integral, pi, pid, got 'p'"),
@@ -70,6 +70,21 @@ def test_bad_initial_state(y0, exc, match):
 def test_bad_tolerances_methods_and_options(kw, match):
     with pytest.raises(ValueError, match=match):
         node_ext.odeint(F, Y0, T, **kw)
+
+
+@pytest.mark.parametrize("method,options,unused", [
+    ("dopri5", dict(step_size=0.1), "'step_size'"),
+    ("rk4", dict(first_step=0.1), "'first_step'"),
+    ("rk4", dict(step_size=0.25, max_order=3), "'max_order'"),
+    ("implicit_adams", dict(step_size=0.05, dtype=torch.float32, safety=0.5), "'dtype', 'safety'"),
+])
+def test_options_of_other_methods_are_ignored_with_a_warning(method, options, unused):
+    """As torchdiffeq: one options dict may serve several methods; what the method does not take is
+    ignored with a warning naming it, and the result is the solve without it."""
+    with pytest.warns(UserWarning, match="option\\(s\\) %s are not used by method '%s'" % (unused, method)):
+        out = node_ext.odeint(F, Y0, T, method=method, options=options)
+    kept = {k: v for k, v in options.items() if repr(k) not in unused}
+    torch.testing.assert_close(out, node_ext.odeint(F, Y0, T, method=method, options=kept), rtol=0, atol=0)
 
 
 def test_wrong_type_options():

@@ -17,12 +17,28 @@ std::vector<at::Tensor> Dynamics::vjp(const at::Tensor& output, const std::vecto
 
 namespace {
 
+// A parameter's entries in the quadrature: a complex parameter's gradient is integrated as its real
+// view (real and imaginary parts), so the augmented state stays real.
+int64_t quadrature_entries(const at::Tensor& p) { return p.is_complex() ? 2 * p.numel() : p.numel(); }
+
+at::Tensor flat_real(const at::Tensor& g) { return (g.is_complex() ? at::view_as_real(g) : g).reshape({-1}); }
+
+// The integrated entries of p back as a gradient of p's shape and dtype.
+at::Tensor as_param_grad(const at::Tensor& entries, const at::Tensor& p) {
+  if (!p.is_complex()) return entries.view(p.sizes()).to(p.scalar_type());
+  std::vector<int64_t> shape = p.sizes().vec();
+  shape.push_back(2);
+  // A copy: view_as_complex needs an even storage offset, which a narrow of the quadrature may lack.
+  return at::view_as_complex(entries.to(c10::toRealValueType(p.scalar_type()), /*non_blocking=*/false, /*copy=*/true)
+                                 .reshape(shape));
+}
+
 // The augmented dynamics: state z = [y, a] (flat), quadrature q = [a_t, a_theta] (flat).
 class AdjointDynamics : public Dynamics {
  public:
   AdjointDynamics(const AdjointProblem& pb, int64_t n_time_terms)
       : pb_(pb), shape_(pb.solution.sizes().slice(1).vec()), n_(pb.solution[0].numel()), n_t_(n_time_terms) {
-    for (const at::Tensor& p : pb.params) n_params_ += p.numel();
+    for (const at::Tensor& p : pb.params) n_params_ += quadrature_entries(p);
   }
 
   int64_t quadrature_size() const override { return n_t_ + n_params_; }
@@ -73,7 +89,7 @@ class AdjointDynamics : public Dynamics {
       }
       for (const at::Tensor& p : pb_.params) {
         const at::Tensor& gp = grads[g++];
-        parts.push_back(gp.defined() ? gp.reshape({-1}).to(z.scalar_type()) : at::zeros({p.numel()}, z.options()));
+        parts.push_back(gp.defined() ? flat_real(gp).to(z.scalar_type()) : at::zeros({quadrature_entries(p)}, z.options()));
       }
       *dq = parts.empty() ? at::zeros({0}, z.options()) : at::cat(parts).contiguous();
     }
@@ -117,7 +133,7 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   at::Tensor a = pb.grad[T - 1].reshape({-1}).clone();
   at::Tensor a_t = at::zeros({n_t}, opts);
   int64_t n_params = 0;
-  for (const at::Tensor& p : pb.params) n_params += p.numel();
+  for (const at::Tensor& p : pb.params) n_params += quadrature_entries(p);
   at::Tensor a_p = at::zeros({n_params}, opts);
   at::Tensor time_vjps = pb.t_requires_grad ? at::zeros(pb.per_row ? std::vector<int64_t>{rows, T} : std::vector<int64_t>{T},
                                                       opts.dtype(at::kDouble))
@@ -130,7 +146,7 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   std::vector<int64_t> q_groups;
   if (!pb.seminorm) {
     if (n_t > 0) q_groups.push_back(n_t);
-    for (const at::Tensor& p : pb.params) q_groups.push_back(p.numel());
+    for (const at::Tensor& p : pb.params) q_groups.push_back(quadrature_entries(p));
   }
   auto time_of = [&](int64_t i) {  // t_i as a tensor of the state's dtype: () or (rows,)
     std::vector<double> v;
@@ -226,8 +242,8 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   res.grad_y0 = a.view(pb.solution.sizes().slice(1));
   int64_t offset = 0;
   for (const at::Tensor& p : pb.params) {
-    res.grad_params.push_back(a_p.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type()));
-    offset += p.numel();
+    res.grad_params.push_back(as_param_grad(a_p.narrow(0, offset, quadrature_entries(p)), p));
+    offset += quadrature_entries(p);
   }
   return res;
 }
