@@ -167,7 +167,7 @@ def _plot_densities(run, densities, test_sets, panels):
         for k, estimator in enumerate(ESTIMATORS):
             density_img, samples = panels["%s_%s" % (density, estimator)]
             ax = axes[r, 1 + 2 * k]
-            ax.imshow(density_img, origin="lower", extent=(-LIMIT, LIMIT, -LIMIT, LIMIT), cmap="magma")
+            ax.imshow(_numpy(density_img), origin="lower", extent=(-LIMIT, LIMIT, -LIMIT, LIMIT), cmap="magma")
             _scatter(axes[r, 2 + 2 * k], samples, "C3")
         for c, title in enumerate(columns):
             axes[r, c].set_title("%s %s" % (density, title), fontsize=8)
@@ -178,7 +178,13 @@ def _plot_densities(run, densities, test_sets, panels):
     run.savefig(fig, "cnf_densities.png")
 
 
+def _numpy(x):
+    """matplotlib takes NumPy arrays (a tensor goes through a deprecated __array__ path)."""
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else x
+
+
 def _scatter(ax, points, color):
+    points = _numpy(points)
     ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.5, color=color)
     ax.set_aspect("equal")
 
