@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from . import adams, complex_state, scipy_solver
+from . import adams, scipy_solver, state_view
 from .tableaus import method_names, tableau
 
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
@@ -22,7 +22,7 @@ ADAPTIVE_OPTIONS = ("first_step", "min_step", "force_min_step", "max_step", "max
 # Default (pcoeff, icoeff, dcoeff) per controller: the integral controller is torchdiffeq's; the
 # PI controller uses Hairer & Wanner's 0.7/k, -0.4/k exponents; PID those of diffrax's H312PID.
 CONTROLLERS = {"integral": (0.0, 1.0, 0.0), "pi": (0.4, 0.3, 0.0), "pid": (1 / 18, 1 / 9, 1 / 18)}
-STATE_DTYPES = (torch.float32, torch.float64) + complex_state.COMPLEX_DTYPES
+STATE_DTYPES = (torch.float32, torch.float64) + state_view.COMPLEX_DTYPES + state_view.LOW_PRECISION_DTYPES
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Problem:
     callbacks: Optional[tuple] = None    # func's (callback_step, callback_accept_step, callback_reject_step)
     native: Optional[object] = None      # func's native form (node_ext/nn/native.py), run in its place
     extra: dict = field(default_factory=dict)
-    complex_state: bool = False          # y0 was complex: solved as its real view (node_ext/complex_state.py)
+    view: Optional[object] = None        # y0 complex or half: the StateView it is solved through (state_view.py)
 
     @property
     def n_times(self):
@@ -63,13 +63,13 @@ class Problem:
     def unflatten(self, solution):
         """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors; complex again for a complex y0."""
         if self.shapes is None:
-            return complex_state.as_complex(solution) if self.complex_state else solution
+            return self.view.as_user(solution) if self.view is not None else solution
         out, start = [], 0
         for shape in self.shapes:
             n = shape.numel()
             out.append(solution[:, start:start + n].reshape(solution.shape[0], *shape))
             start += n
-        return complex_state.as_complex(tuple(out)) if self.complex_state else tuple(out)
+        return self.view.as_user(tuple(out)) if self.view is not None else tuple(out)
 
 
 def _fmt(v):
@@ -89,7 +89,8 @@ def _check_state(y0):
         if not torch.is_tensor(m):
             raise TypeError("%s must be a Tensor, got %s" % (name, type(m).__name__))
         if m.dtype not in STATE_DTYPES:
-            raise TypeError("%s must be float32, float64, complex64 or complex128, got %s" % (name, m.dtype))
+            raise TypeError("%s must be a floating point or complex Tensor (float16, bfloat16, float32, float64, "
+                            "complex64, complex128), got %s" % (name, m.dtype))
         if not bool(torch.isfinite(m).all()):
             raise ValueError("%s contains non-finite values (NaN or Inf)" % name)
     if len(members) > 1:
@@ -383,15 +384,15 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
     members = _check_state(y0)
-    complex_y0 = complex_state.is_complex_state(y0)
-    if complex_y0:  # solved as the real view; the user's callables get complex tensors
-        y0 = complex_state.as_real(y0)
-        members = [(name, complex_state.as_real(m)) for name, m in members]
-        rtol, atol = complex_state.real_tolerance(rtol), complex_state.real_tolerance(atol)
-        func = complex_state.wrap_dynamics(func, CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES)
-        event_fn = complex_state.wrap_callable(event_fn) if callable(event_fn) else event_fn
+    view = state_view.view_for(y0)
+    if view is not None:  # solved through a float32/float64 view; the user's callables see their dtype
+        y0 = view.as_solver(y0)
+        members = [(name, view.as_solver(m)) for name, m in members]
+        rtol, atol = view.tolerance(rtol), view.tolerance(atol)
+        func = state_view.wrap_dynamics(view, func, CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES)
+        event_fn = state_view.wrap_event(view, event_fn)
         if isinstance(options, dict) and callable(options.get("norm")):
-            options = dict(options, norm=complex_state.wrap_norm(options["norm"]))
+            options = dict(options, norm=state_view.wrap_norm(view, options["norm"]))
     shapes = None
     if isinstance(y0, tuple):
         shapes = [m.shape for _, m in members]
@@ -413,7 +414,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         opts, user_norm = scipy_solver.scipy_options(options), None
         opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
         return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=None, per_row=False,
-                       method=method, options=opts, complex_state=complex_y0)
+                       method=method, options=opts, view=view)
     tab = tableau(adams.STARTER if adams.is_adams(method) else method)
     opts, user_norm = _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, event_fn is not None)
     opts.update(rtol=rtol_v, atol=atol_v, rtol_elem=rtol_e, atol_elem=atol_e)
@@ -424,5 +425,5 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         t_grad = t.to(device=state.device, dtype=torch.float64)
     return Problem(func=func, y0=state.contiguous(), shapes=shapes, t=problem_t, t_grad=t_grad, per_row=per_row,
                    method=method, options=opts, user_norm=user_norm, event_fn=event_fn,
-                   callbacks=step_callbacks(func, per_row), complex_state=complex_y0,
-                   native=native_dynamics(func, state, per_row) if shapes is None and not complex_y0 else None)
+                   callbacks=step_callbacks(func, per_row), view=view,
+                   native=native_dynamics(func, state, per_row) if shapes is None and view is None else None)

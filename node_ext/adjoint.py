@@ -7,7 +7,7 @@ a_theta] backwards interval by interval, in memory independent of the number of 
 """
 import torch
 
-from . import _ops, adams, complex_state
+from . import _ops, adams
 from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
 from .odeint import solve_problem
 from .stats import check_stats, record
@@ -145,8 +145,8 @@ def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_
     # Validate the backward options exactly as forward ones (unknown names, values, method name).
     tol_r = rtol if adjoint_rtol is None else adjoint_rtol
     tol_a = atol if adjoint_atol is None else adjoint_atol
-    if problem.complex_state:  # the backward problem is posed on the real view
-        tol_r, tol_a = complex_state.real_tolerance(tol_r), complex_state.real_tolerance(tol_a)
+    if problem.view is not None:  # the backward problem is posed on the solver's view of the state
+        tol_r, tol_a = problem.view.tolerance(tol_r), problem.view.tolerance(tol_a)
     try:
         backward = build_problem(problem.func, problem.y0 if problem.shapes is None else _tuple_like(problem),
                                  t.detach(), tol_r, tol_a, adjoint_method, adjoint_options)

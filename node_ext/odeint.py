@@ -23,7 +23,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         func: ``func(t, y)`` returning dy/dt with the shape of ``y``. ``t`` is a tensor of y's dtype:
             a scalar, or of shape (batch,) for per-sample time grids.
         y0: initial state, a float32/float64 Tensor of any shape, or a tuple of Tensors; complex64 and
-            complex128 states are solved as their real views (node_ext/complex_state.py).
+            complex128 states are solved as their real views, float16 and bfloat16 ones in float32
+            (func still sees its dtype; node_ext/state_view.py).
         t: times, 1-D (T,) strictly increasing or decreasing; or 2-D (batch, T), one grid per sample,
             the first dimension of y0 being the batch (each sample then has its own step sizes).
         rtol, atol: relative and absolute tolerances: positive numbers, Tensors broadcastable to y0,

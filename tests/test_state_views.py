@@ -1,6 +1,8 @@
-"""Complex states (node_ext/complex_state.py): solutions against exact solutions and torchdiffeq,
-gradients by direct backpropagation, the adjoint method, finite differences and the analytic event
-time; tuple states, per-sample grids, dense output, user norms, callbacks and tolerances."""
+"""States solved through a view (node_ext/state_view.py). Complex states: solutions against exact
+solutions and torchdiffeq, gradients by direct backpropagation, the adjoint method, finite differences
+and the analytic event time; tuple states, per-sample grids, dense output, user norms, callbacks and
+tolerances. float16/bfloat16 states: solved in float32 with func in its own precision, against a
+float64 solve of the same model."""
 import math
 
 import pytest
@@ -178,3 +180,51 @@ def test_reference_solver_takes_the_same_steps():
     python = reference.odeint(func, y0, t, rtol=1e-8, atol=1e-9, stats=stats[1])
     assert stats[0].n_accepted == stats[1].n_accepted > 3
     torch.testing.assert_close(native, python, rtol=1e-12, atol=1e-13)
+
+
+class HalfMLP(nn.Module):
+    """A small tanh MLP whose forward checks that it is called in its own dtype."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).to(dtype)
+        self.dtype = dtype
+        self.native = False  # the Python forward, whose checks below must run
+
+    def forward(self, t, y):
+        assert y.dtype == self.dtype and t.dtype == self.dtype
+        return self.net(y) - 0.5 * y
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 4e-3)])
+def test_low_precision_state_against_float64(dtype, tol):
+    f = HalfMLP(dtype)
+    f64 = HalfMLP(torch.float64)
+    f64.load_state_dict({k: v.double() for k, v in f.state_dict().items()})
+    y0 = torch.randn(8, 2).to(dtype)
+    t = torch.linspace(0, 2, 5)
+    grads = {}
+    for name, solve in (("backprop", node_ext.odeint), ("adjoint", node_ext.odeint_adjoint)):
+        f.zero_grad()
+        out = solve(f, y0, t, rtol=1e-3, atol=1e-4)
+        assert out.dtype == dtype and out.shape == (5, 8, 2)
+        out.float().pow(2).sum().backward()
+        grads[name] = f.net[0].weight.grad.clone()
+        assert grads[name].dtype == dtype
+    exact = node_ext.odeint(f64, y0.double(), t.double(), rtol=1e-10, atol=1e-12)
+    assert (out.double() - exact).abs().max() < tol * exact.abs().max()
+    exact.pow(2).sum().backward()
+    reference = f64.net[0].weight.grad
+    for g in grads.values():
+        assert (g.double() - reference).abs().max() < 10 * tol * reference.abs().max()
+
+
+def test_low_precision_callables_see_their_dtype():
+    seen = []
+    y0 = torch.ones(3, dtype=torch.bfloat16)
+    event_t, solution = node_ext.odeint_event(lambda t, y: -y, y0, torch.tensor(0.0),
+                                              event_fn=lambda t, y: seen.append((t.dtype, y.dtype)) or y.float().sum() - 1.5,
+                                              rtol=1e-3, atol=1e-4)
+    assert set(seen) == {(torch.bfloat16, torch.bfloat16)}
+    # event_fn sees a bfloat16 state (8 significant bits: steps of 1/128 near 1): t_e = log 2 to ~1e-2.
+    assert solution.dtype == torch.bfloat16 and abs(event_t.item() - math.log(2)) < 1e-2
