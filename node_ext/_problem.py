@@ -61,7 +61,8 @@ class Problem:
         return torch.cat([v.reshape(-1) for v in values])
 
     def unflatten(self, solution):
-        """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors; complex again for a complex y0."""
+        """(T, N) solution of a tuple state -> tuple of (T, *shape) tensors; back in the user's dtype for a
+        state solved through a view (complex, half precision)."""
         if self.shapes is None:
             return self.view.as_user(solution) if self.view is not None else solution
         out, start = [], 0
@@ -386,6 +387,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     members = _check_state(y0)
     view = state_view.view_for(y0)
     if view is not None:  # solved through a float32/float64 view; the user's callables see their dtype
+        user_func, user_y0 = func, y0
         y0 = view.as_solver(y0)
         members = [(name, view.as_solver(m)) for name, m in members]
         rtol, atol = view.tolerance(rtol), view.tolerance(atol)
@@ -393,6 +395,9 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         event_fn = state_view.wrap_event(view, event_fn)
         if isinstance(options, dict) and callable(options.get("norm")):
             options = dict(options, norm=state_view.wrap_norm(view, options["norm"]))
+        if isinstance(options, dict) and callable(options.get("grid_constructor")):
+            ctor = options["grid_constructor"]
+            options = dict(options, grid_constructor=lambda f, y, t: ctor(user_func, user_y0, t))
     shapes = None
     if isinstance(y0, tuple):
         shapes = [m.shape for _, m in members]

@@ -147,6 +147,16 @@ def test_callables_receive_complex_tensors():
     out = node_ext.odeint(WithCallback(), y0, torch.tensor([0.0, 1.0]), options=dict(norm=norm))
     assert seen == dict(norm=torch.complex64, t=torch.float32, callback=torch.complex64)
     torch.testing.assert_close(out[-1], y0 * torch.exp(torch.tensor(1j)), rtol=1e-5, atol=1e-5)
+    # torchdiffeq's grid_constructor(func, y0, t) receives the user's func and (complex) y0.
+    func = WithCallback()
+
+    def grid(f, y, t):
+        seen["grid"] = (f is func, y.dtype)
+        return torch.linspace(0, 1, 101)
+
+    out = node_ext.odeint(func, y0, torch.tensor([0.0, 1.0]), method="rk4", options=dict(grid_constructor=grid))
+    assert seen["grid"] == (True, torch.complex64)
+    torch.testing.assert_close(out[-1], y0 * torch.exp(torch.tensor(1j)), rtol=1e-5, atol=1e-5)
 
 
 def test_per_element_tolerances_and_scipy():
