@@ -79,6 +79,15 @@ def _fmt(v):
     return repr(v)
 
 
+def _check_not_transformed(name, x):
+    """torch.func transforms (vmap, grad, jacrev, jvp) wrap tensors the native loop cannot read."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        raise NotImplementedError(
+            "%s is a tensor inside a torch.func transform (vmap, grad, jacrev, jvp, ...), which the native solve "
+            "loop cannot run under (torchdiffeq's solvers cannot either); batch the samples in y0 instead of vmap, "
+            "and take derivatives with torch.autograd.grad or torch.autograd.functional.jacobian/hessian" % name)
+
+
 def _check_state(y0):
     if torch.is_tensor(y0):
         members = [("y0", y0)]
@@ -89,6 +98,7 @@ def _check_state(y0):
     for name, m in members:
         if not torch.is_tensor(m):
             raise TypeError("%s must be a Tensor, got %s" % (name, type(m).__name__))
+        _check_not_transformed(name, m)
         if m.dtype not in STATE_DTYPES:
             raise TypeError("%s must be a floating point or complex Tensor (float16, bfloat16, float32, float64, "
                             "complex64, complex128), got %s" % (name, m.dtype))
@@ -108,6 +118,7 @@ def _check_times(t, y0, tuple_state):
         raise TypeError("t must be a Tensor of times, got %s" % type(t).__name__)
     if not torch.is_floating_point(t):
         raise TypeError("t must be a floating point Tensor, got dtype %s" % t.dtype)
+    _check_not_transformed("t", t)
     if t.dim() not in (1, 2):
         raise ValueError("t must be 1-D (T,) or, for one time grid per sample, 2-D (batch, T); got shape %s"
                          % (tuple(t.shape),))
@@ -226,19 +237,23 @@ def _grid(problem_t, per_row, opts, func, y0, t):
             raise TypeError("options['grid_constructor'] must be callable, got %s" % _fmt(ctor))
         if per_row:
             raise ValueError("options['grid_constructor'] needs a 1-D t (one grid for all samples)")
-        g = ctor(func, y0, t)
-        if not torch.is_tensor(g) or g.dim() != 1 or g.numel() < 2:
-            raise ValueError("grid_constructor must return a 1-D Tensor of at least 2 times, got %s" % _fmt(g))
-        g = g.detach().to("cpu", torch.float64)
-        t0, t1 = float(problem_t[0]), float(problem_t[-1])
-        if float(g[0]) != t0 or float(g[-1]) != t1:
-            raise ValueError("grid_constructor's grid must start at t[0] = %r and end at t[-1] = %r, got %r ... %r"
-                             % (t0, t1, float(g[0]), float(g[-1])))
-        d = g[1:] - g[:-1]
-        if not (bool((d > 0).all()) if t1 > t0 else bool((d < 0).all())):
-            raise ValueError("grid_constructor's grid must be strictly monotone in the direction of t")
-        return [g.tolist()], 0.0
+        return [constructed_grid(ctor, func, y0, t, float(problem_t[0]), float(problem_t[-1]))], 0.0
     return [], 0.0
+
+
+def constructed_grid(ctor, func, y0, t, t0, t1):
+    """ctor(func, y0, t), checked to be a 1-D tensor of times from t0 to t1, strictly monotone; as a list."""
+    g = ctor(func, y0, t)
+    if not torch.is_tensor(g) or g.dim() != 1 or g.numel() < 2:
+        raise ValueError("grid_constructor must return a 1-D Tensor of at least 2 times, got %s" % _fmt(g))
+    g = g.detach().to("cpu", torch.float64)
+    if float(g[0]) != t0 or float(g[-1]) != t1:
+        raise ValueError("grid_constructor's grid must start at t[0] = %r and end at t[-1] = %r, got %r ... %r"
+                         % (t0, t1, float(g[0]), float(g[-1])))
+    d = g[1:] - g[:-1]
+    if not (bool((d > 0).all()) if t1 > t0 else bool((d < 0).all())):
+        raise ValueError("grid_constructor's grid must be strictly monotone in the direction of t")
+    return g.tolist()
 
 
 # A fixed-grid solve until an event stops only at the event: torchdiffeq's bound on its steps.
@@ -391,7 +406,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
         y0 = view.as_solver(y0)
         members = [(name, view.as_solver(m)) for name, m in members]
         rtol, atol = view.tolerance(rtol), view.tolerance(atol)
-        func = state_view.wrap_dynamics(view, func, CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES)
+        func = state_view.wrap_dynamics(view, func, CALLBACK_NAMES, ADJOINT_CALLBACK_NAMES, isinstance(y0, tuple))
         event_fn = state_view.wrap_event(view, event_fn)
         if isinstance(options, dict) and callable(options.get("norm")):
             options = dict(options, norm=state_view.wrap_norm(view, options["norm"]))

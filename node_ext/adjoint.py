@@ -5,10 +5,13 @@ The forward pass solves without recording a graph and keeps only the outputs. Th
 (node_ext._C.adjoint, see csrc/solve/adjoint.h) integrates the augmented system [y, a_y, a_t,
 a_theta] backwards interval by interval, in memory independent of the number of steps.
 """
+import warnings
+
 import torch
 
 from . import _ops, adams
 from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
+from .adjoint_options import backward_config, backward_grid
 from .odeint import solve_problem
 from .stats import check_stats, record
 
@@ -36,9 +39,12 @@ class _OdeintAdjoint(torch.autograd.Function):
         problem, adj = ctx.problem, ctx.adjoint
         t_grad = ctx.needs_input_grad[4]
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
+        options = adj["options"]
+        if adj["grid_constructor"] is not None:
+            options = dict(options, grid=[backward_grid(adj, problem, solution, ctx.times.to(t.dtype))])
         grad_y0, grad_t, grad_params, counts = _ops.native.adjoint(
             problem.native or problem.func, list(params), solution, grad.contiguous(), ctx.times, t_grad, adj["method"],
-            adj["options"], shapes, problem.per_row, adj["seminorm"], adj["callbacks"])
+            options, shapes, problem.per_row, adj["seminorm"], adj["callbacks"])
         record(counts, ctx.stats, backward=True)
         adams.warn_unconverged(counts, adj["method"], backward=True)
         if grad_t is not None:
@@ -62,16 +68,22 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
         adjoint_options: options of the backward solve (default: the forward's, without ``norm``).
             ``{"norm": "seminorm"}`` leaves the parameter and time adjoints out of the error control
             (Kidger, Chen & Lyons 2021), which usually saves backward evaluations; by default every
-            component is controlled, as torchdiffeq does.
+            component is controlled, as torchdiffeq does. A callable ``norm``, as torchdiffeq, is
+            given the error ratio (error / tolerance) of the augmented state as the tuple
+            ``(vjp_t, y, adj_y, *vjp_params)`` (the layout of the step callbacks below) and
+            returns a scalar; it also sizes the backward solve's first step.
         event_fn: as in :func:`node_ext.odeint`: returns ``(event_t, solution)``; the backward solve
             runs from event_t to t[0] (gradients through event_t itself: :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 
     Step callbacks, as torchdiffeq: ``func.callback_step`` etc. are called by the forward solve;
     ``func.callback_step_adjoint``, ``callback_accept_step_adjoint`` and
-    ``callback_reject_step_adjoint`` by the backward solve, with ``(t0, (y, a), dt)``: its time
-    (running from t[-1] to t[0]), the pair of the state and its adjoint (each as func receives the
-    state), and the signed step. Not with per-sample time grids.
+    ``callback_reject_step_adjoint`` by the backward solve, with ``(t0, aug, dt)``: its time
+    (running from t[-1] to t[0]), torchdiffeq's augmented state ``aug = (vjp_t, y, adj_y,
+    *vjp_params)`` at the step's start (vjp_t a scalar, zero unless t requires grad; y and adj_y
+    of y0's shape, flat for a tuple y0; one vjp per adjoint parameter, of its shape), and the
+    step's length. (For a decreasing t torchdiffeq passes the backward callbacks the negated
+    time; node_ext passes the time itself.) Not with per-sample time grids.
 
     Tuple states and per-sample time grids are supported. With per-sample grids the backward pass
     maps every sample's interval onto a common parameter, so that all samples share steps.
@@ -80,15 +92,15 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
         raise ValueError("method='scipy_solver' is not differentiable and cannot be used with odeint_adjoint; use "
                          "node_ext.odeint, or an explicit method such as 'dopri5'")
     check_stats(stats)
-    params = _adjoint_params(func, adjoint_params)
+    params = _adjoint_params(func, adjoint_params, adjoint_options)
     problem = build_problem(func, y0, t, rtol, atol, method, options, event_fn)
     problem.t_grad = None  # the forward pass records no graph
     if _ops.native is None:
         raise RuntimeError("node_ext.odeint_adjoint needs the native extension node_ext._C, which could not be "
                            "loaded (%s); use node_ext.odeint, which falls back to the reference solvers"
                            % _ops.IMPORT_ERROR)
-    adjoint = _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
-                              adjoint_options, t)
+    adjoint = backward_config(problem, func, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
+                              adjoint_options, t, params)
     adjoint["callbacks"] = step_callbacks(problem.func, problem.per_row, ADJOINT_CALLBACK_NAMES)
     out = _OdeintAdjoint.apply(problem, adjoint, stats, problem.y0, t, *params)
     if event_fn is None:
@@ -97,7 +109,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     return event_t, problem.unflatten(solution)
 
 
-def _adjoint_params(func, adjoint_params):
+def _adjoint_params(func, adjoint_params, adjoint_options):
     if adjoint_params is None:
         if not isinstance(func, torch.nn.Module):
             raise ValueError("func must be an nn.Module for odeint_adjoint to find its parameters; otherwise pass "
@@ -114,61 +126,11 @@ def _adjoint_params(func, adjoint_params):
         if not torch.is_tensor(p):
             raise ValueError("adjoint_params[%d] must be a Tensor, got %s" % (i, type(p).__name__))
     # As torchdiffeq: tensors that do not require grad (frozen layers) get no gradient and are left out.
-    return tuple(p for p in params if p.requires_grad)
-
-
-def _adjoint_config(problem, rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
-                    adjoint_options, t):
-    """Validated options of the backward solve, as node_ext._C.adjoint takes them."""
-    method = problem.method
-    if adjoint_method is None:
-        adjoint_method = method
-    if adjoint_method != method and options is not None and adjoint_options is None:
-        raise ValueError("adjoint_method (%r) differs from method (%r): options cannot be reused for the backward "
-                         "solve, so pass adjoint_options as well" % (adjoint_method, method))
-    if adjoint_options is None:
-        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-    elif not isinstance(adjoint_options, dict):
-        raise TypeError("adjoint_options must be a dict or None, got %s" % type(adjoint_options).__name__)
-    else:
-        adjoint_options = dict(adjoint_options)
-    norm = adjoint_options.pop("norm", None)
-    if norm not in (None, "seminorm"):
-        raise ValueError("adjoint_options['norm'] must be 'seminorm' or left out (every component under error "
-                         "control), got %r" % (norm,))
-    if problem.per_row and any(k in adjoint_options for k in ("step_t", "jump_t", "grid_constructor")):
-        raise ValueError("adjoint_options step_t, jump_t and grid_constructor are not supported with per-sample "
-                         "time grids (the backward pass runs on a normalised time)")
-    if "grid_constructor" in adjoint_options:
-        raise ValueError("adjoint_options['grid_constructor'] is not supported: use step_size for the backward "
-                         "solve")
-    # Validate the backward options exactly as forward ones (unknown names, values, method name).
-    tol_r = rtol if adjoint_rtol is None else adjoint_rtol
-    tol_a = atol if adjoint_atol is None else adjoint_atol
-    if problem.view is not None:  # the backward problem is posed on the solver's view of the state
-        tol_r, tol_a = problem.view.tolerance(tol_r), problem.view.tolerance(tol_a)
-    try:
-        backward = build_problem(problem.func, problem.y0 if problem.shapes is None else _tuple_like(problem),
-                                 t.detach(), tol_r, tol_a, adjoint_method, adjoint_options)
-    except (ValueError, TypeError) as exc:
-        raise type(exc)("backward solve (adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options): %s"
-                        % exc) from None
-    opts = backward.options
-    # The backward state is [y, a_y]: per-element tolerances apply to both halves.
-    for key in ("rtol_elem", "atol_elem"):
-        if opts[key] is not None:
-            opts[key] = torch.cat([opts[key].reshape(-1), opts[key].reshape(-1)])
-    opts["norm_groups"] = []
-    opts["norm"] = None
-    if problem.per_row and opts["step_size"] > 0:
-        # s runs over [0, 1] for every sample: a step of step_size for the longest interval.
-        span = (problem.t[:, 1:] - problem.t[:, :-1]).abs().max().item()
-        opts["step_size"] = opts["step_size"] / span
-    return dict(method=adjoint_method, options=opts, seminorm=norm == "seminorm")
-
-
-def _tuple_like(problem):
-    return problem.as_state(problem.y0.detach())
+    kept = tuple(p for p in params if p.requires_grad)
+    if len(kept) < len(params) and isinstance(adjoint_options, dict) and callable(adjoint_options.get("norm")):
+        warnings.warn("adjoint_params holds tensors that do not require grad: they are left out of the backward "
+                      "pass and do not appear in the adjoint norm's arguments", UserWarning, stacklevel=3)
+    return kept
 
 
 __all__ = ["odeint_adjoint"]

@@ -89,20 +89,30 @@ class _UserView:
         return self.view.as_solver(out) if self.solver_result else out
 
 
-def wrap_dynamics(view, func, callback_names):
+def wrap_dynamics(view, func, callback_names, adjoint_callback_names=(), tuple_state=False):
     """func on the solver's states. The wrapper keeps func's step callbacks named in callback_names
-    (wrapped the same way) so that the callback protocol (node_ext/_problem.py) still finds them."""
+    and adjoint_callback_names (wrapped to see the user's dtype too) so that the callback protocol
+    (node_ext/_problem.py) still finds them."""
     wrapped = _UserView(view, func, solver_result=True)
-    for name in callback_names:
-        fn = getattr(func, name, None)
-        if fn is not None:  # one that is not callable is kept as it is: the protocol's check names it
-            setattr(wrapped, name, _callback(view, fn) if callable(fn) else fn)
+    for names, wrap in ((callback_names, _callback), (adjoint_callback_names, _adjoint_callback)):
+        for name in names:
+            fn = getattr(func, name, None)
+            if fn is not None:  # one that is not callable is kept as it is: the protocol's check names it
+                setattr(wrapped, name, wrap(view, fn, tuple_state) if callable(fn) else fn)
     return wrapped
 
 
-def _callback(view, fn):
+def _callback(view, fn, tuple_state):
     """A step callback fn(t0, y0, dt): t0 and dt are float64 times, left as they are."""
     return lambda t0, y0, dt: fn(t0, view.as_user(y0), dt)
+
+
+def _adjoint_callback(view, fn, tuple_state):
+    """A backward-pass callback fn(t0, (vjp_t, y, adj_y, *vjp_params), dt): y and adj_y (flat for a
+    tuple state) in the user's dtype; vjp_t and vjp_params are left as they are."""
+    def as_user(x):
+        return view.as_user(x.reshape(-1, 2) if view.complex and tuple_state else x)
+    return lambda t0, aug, dt: fn(t0, (aug[0], as_user(aug[1]), as_user(aug[2]), *aug[3:]), dt)
 
 
 def wrap_event(view, event_fn):

@@ -128,6 +128,38 @@ def test_dense_output_and_event_time():
         assert solution.dtype == torch.complex128 and abs(solution[-1].imag.item() - 0.5) < 1e-9
 
 
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_adjoint_callbacks_receive_complex_states(tuple_state):
+    """The backward pass's callbacks get (vjp_t, y, adj_y, *vjp_params) with y and adj_y complex
+    (flat for a tuple state, as torchdiffeq's backward pass) and the parameter's vjp real."""
+    seen = []
+
+    class Spin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+        def forward(self, t, y):
+            return tuple(1j * self.w * m for m in y) if tuple_state else 1j * self.w * y
+
+        def callback_accept_step_adjoint(self, t0, aug, dt):
+            seen.append(aug)
+
+    y0 = torch.randn(2, 3, dtype=torch.complex128)
+    state = (y0[0], y0[1]) if tuple_state else y0
+    out = node_ext.odeint_adjoint(Spin(), state, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk4",
+                                  options=dict(step_size=0.5))
+    final = torch.stack(out)[:, -1] if tuple_state else out[-1]
+    final.abs().pow(2).sum().backward()
+    vjp_t, y, adj_y, vjp_w = seen[0]
+    assert len(seen) == 2 and vjp_t.shape == () and vjp_w.shape == () and vjp_w.dtype == torch.float64
+    assert y.dtype == adj_y.dtype == torch.complex128
+    assert y.shape == adj_y.shape == ((6,) if tuple_state else (2, 3))
+    # At the first backward step y is the final state and adj_y the gradient of |y|^2 (2 y, conjugate convention).
+    torch.testing.assert_close(y.reshape(2, 3), final.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(adj_y.reshape(2, 3), 2 * final.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_callables_receive_complex_tensors():
     seen = {}
 

@@ -1,7 +1,8 @@
 """Cases where node_ext must behave as torchdiffeq 0.2.5 does, found by comparing the two side by side:
 shared layers under the native adjoint, max_num_steps per output interval, zero tolerances, the time
 dtype, frozen adjoint_params, fixed-grid events that never happen, configuration read by a lowered
-forward, and a (T, 1) t that is not a per-sample grid."""
+forward, a (T, 1) t that is not a per-sample grid, second derivatives through the solve, and a clear
+refusal of torch.func transforms (under which torchdiffeq fails too)."""
 import pytest
 import torch
 from torch import nn
@@ -166,3 +167,60 @@ def test_bad_stats_argument_is_rejected_before_solving(solve):
     with pytest.raises(TypeError, match="stats must be a node_ext.SolveStats or None, got int"):
         solve(F(), torch.ones(2), torch.tensor([0.0, 1.0]), stats=3)
     assert calls == []
+
+
+class TanhMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", dict(step_size=0.1))])
+def test_second_derivatives_equal_torchdiffeq(method, options):
+    """Backpropagation through the solve is itself differentiable (create_graph=True), as torchdiffeq's."""
+    torch.manual_seed(0)
+    f = TanhMLP().double()
+    y0 = torch.randn(3, 2, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+
+    def second(solve):
+        x = y0.clone().requires_grad_(True)
+        y = solve(f, x, t, rtol=1e-9, atol=1e-11, method=method, options=options)
+        g, = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+        gg, = torch.autograd.grad(g.pow(2).sum(), x)
+        return g.detach(), gg
+
+    (g_ne, gg_ne), (g_td, gg_td) = second(node_ext.odeint), second(torchdiffeq.odeint)
+    assert gg_ne.abs().max() > 1.0  # not trivially zero
+    torch.testing.assert_close(g_ne, g_td, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(gg_ne, gg_td, rtol=1e-6, atol=1e-8)
+
+
+def test_hessian_equals_torchdiffeq():
+    torch.manual_seed(1)
+    f = TanhMLP().double()
+    y0 = torch.randn(2, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.7], dtype=torch.float64)
+    hessians = [torch.autograd.functional.hessian(lambda x: solve(f, x, t, rtol=1e-9, atol=1e-11)[-1].pow(2).sum(), y0)
+                for solve in (node_ext.odeint, torchdiffeq.odeint)]
+    assert hessians[0].shape == (2, 2, 2, 2) and hessians[0].abs().max() > 0.5
+    torch.testing.assert_close(hessians[0], hessians[1], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("transform", ["vmap", "jacrev", "grad"])
+def test_torch_func_transforms_are_refused_clearly(transform):
+    """torch.func wraps tensors the native loop cannot read (torchdiffeq 0.2.5 fails under them too):
+    a NotImplementedError that names the argument and the alternatives, not a storage error."""
+    f = TanhMLP().double()
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    solve = lambda x: node_ext.odeint(f, x, t)[-1]  # noqa: E731
+    run = {"vmap": lambda: torch.func.vmap(solve)(y0),
+           "jacrev": lambda: torch.func.jacrev(solve)(y0),
+           "grad": lambda: torch.func.grad(lambda x: solve(x).sum())(y0)}[transform]
+    with pytest.raises(NotImplementedError, match=r"y0 is a tensor inside a torch\.func transform.*"
+                                                  r"torch\.autograd\.functional"):
+        run()

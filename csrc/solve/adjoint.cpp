@@ -33,15 +33,17 @@ at::Tensor as_param_grad(const at::Tensor& entries, const at::Tensor& p) {
                                  .reshape(shape));
 }
 
-// The augmented dynamics: state z = [y, a] (flat), quadrature q = [a_t, a_theta] (flat).
+// The augmented dynamics: state z = [y, a] (flat), quadrature q = [a_t, a_theta] (flat); or, with
+// quadrature_in_state, the state z = [y, a, a_t, a_theta] and no quadrature.
 class AdjointDynamics : public Dynamics {
  public:
-  AdjointDynamics(const AdjointProblem& pb, int64_t n_time_terms)
-      : pb_(pb), shape_(pb.solution.sizes().slice(1).vec()), n_(pb.solution[0].numel()), n_t_(n_time_terms) {
+  AdjointDynamics(const AdjointProblem& pb, int64_t n_time_terms, bool quadrature_in_state)
+      : pb_(pb), shape_(pb.solution.sizes().slice(1).vec()), n_(pb.solution[0].numel()), n_t_(n_time_terms),
+        in_state_(quadrature_in_state) {
     for (const at::Tensor& p : pb.params) n_params_ += quadrature_entries(p);
   }
 
-  int64_t quadrature_size() const override { return n_t_ + n_params_; }
+  int64_t quadrature_size() const override { return in_state_ ? 0 : n_t_ + n_params_; }
 
   // Per-sample grids: the loop's time s runs over [0, T-1]; on [k, k+1] sample r is at
   // t0_r + (s - k) * delta_r, delta_r the length of its current interval.
@@ -53,7 +55,9 @@ class AdjointDynamics : public Dynamics {
 
   at::Tensor operator()(const at::Tensor& t, const at::Tensor& z) override { return eval(t, z, nullptr); }
 
-  at::Tensor eval(const at::Tensor& t_loop, const at::Tensor& z, at::Tensor* dq) override {
+  at::Tensor eval(const at::Tensor& t_loop, const at::Tensor& z, at::Tensor* dq_out) override {
+    at::Tensor dq_state;  // the derivative of [a_t, a_theta] when they are part of the state
+    at::Tensor* dq = in_state_ ? &dq_state : dq_out;
     const at::Tensor y_value = z.narrow(0, 0, n_).view(shape_);
     at::Tensor a = z.narrow(0, n_, n_).view(shape_);
     at::Tensor t = pb_.per_row ? (t0_ + (t_loop - s_offset_) * delta_) : t_loop;
@@ -93,6 +97,7 @@ class AdjointDynamics : public Dynamics {
       }
       *dq = parts.empty() ? at::zeros({0}, z.options()) : at::cat(parts).contiguous();
     }
+    if (in_state_) return at::cat({f.reshape({-1}), vjp_y.reshape({-1}), dq_state});
     return at::cat({f.reshape({-1}), vjp_y.reshape({-1})});
   }
 
@@ -109,6 +114,7 @@ class AdjointDynamics : public Dynamics {
   int64_t n_;
   int64_t n_t_;
   int64_t n_params_ = 0;
+  bool in_state_;
   at::Tensor t0_, delta_;
   double s_offset_ = 0.0;
 };
@@ -125,7 +131,9 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   const auto opts = pb.solution.options();
   const int64_t n = T > 0 ? pb.solution[0].numel() : 0;
   const int64_t n_t = pb.t_requires_grad ? rows : 0;
-  AdjointDynamics dyn(pb, n_t);
+  const bool in_state = static_cast<bool>(options.user_norm);
+  TORCH_CHECK(!in_state || !pb.per_row, "solve_adjoint: a user norm needs a single time grid");
+  AdjointDynamics dyn(pb, n_t, in_state);
   AdjointResult res;
   TORCH_CHECK(T >= 1, "solve_adjoint: the solution has no time points");
   at::NoGradGuard no_grad;
@@ -143,8 +151,14 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   std::vector<int64_t> groups = pb.state_groups.empty() ? std::vector<int64_t>{n} : pb.state_groups;
   o.norm_groups = groups;  // y's groups, then a's
   o.norm_groups.insert(o.norm_groups.end(), groups.begin(), groups.end());
+  if (in_state) {  // the user norm sees the whole state; a_t and a_theta take the scalar tolerances
+    o.norm_groups.clear();
+    for (auto [elem, value] : {std::make_pair(&o.rtol_elem, o.rtol), std::make_pair(&o.atol_elem, o.atol)}) {
+      if (elem->defined()) *elem = at::cat({*elem, at::full({n_t + n_params}, value, elem->options())});
+    }
+  }
   std::vector<int64_t> q_groups;
-  if (!pb.seminorm) {
+  if (!pb.seminorm && !in_state) {
     if (n_t > 0) q_groups.push_back(n_t);
     for (const at::Tensor& p : pb.params) q_groups.push_back(quadrature_entries(p));
   }
@@ -179,13 +193,35 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
   if (T > 1) {
     SolveProblem sp;
     sp.f = &dyn;
-    sp.y0 = at::cat({pb.solution[T - 1].reshape({-1}), a});
-    sp.q0 = at::cat({a_t, a_p});
-    sp.q_groups = q_groups;
+    if (in_state) {
+      sp.y0 = at::cat({pb.solution[T - 1].reshape({-1}), a, a_t, a_p});
+    } else {
+      sp.y0 = at::cat({pb.solution[T - 1].reshape({-1}), a});
+      sp.q0 = at::cat({a_t, a_p});
+      sp.q_groups = q_groups;
+    }
+    // [a_t, a_theta], wherever they are kept.
+    auto terms = [&](const at::Tensor& z, const at::Tensor& q) { return in_state ? z.narrow(0, 2 * n, n_t + n_params) : q; };
     std::vector<double> grid;
     for (int64_t j = 0; j < T; ++j) grid.push_back(pb.per_row ? static_cast<double>(j) : pb.t[0][T - 1 - j]);
     sp.t = {grid};
-    if (!pb.per_row) sp.on_step = pb.on_step;  // (per-sample grids run on a normalised time)
+    if (pb.on_step && !pb.per_row) {  // (per-sample grids run on a normalised time)
+      const std::vector<int64_t> shape = pb.solution.sizes().slice(1).vec();
+      sp.on_step = [&, shape](StepCallback kind, double t0, const at::Tensor& z, const at::Tensor& q_loop, double dt) {
+        const at::Tensor q = terms(z, q_loop);
+        std::vector<at::Tensor> aug;
+        aug.push_back(n_t > 0 ? q.narrow(0, 0, 1).reshape({}).clone() : at::zeros({}, opts));
+        aug.push_back(z.narrow(0, 0, n).view(shape).clone());
+        aug.push_back(z.narrow(0, n, n).view(shape).clone());
+        int64_t offset = n_t;
+        for (const at::Tensor& p : pb.params) {
+          const int64_t entries = quadrature_entries(p);
+          aug.push_back(q.defined() ? as_param_grad(q.narrow(0, offset, entries), p).clone() : at::zeros_like(p));
+          offset += entries;
+        }
+        pb.on_step(kind, t0, aug, dt);
+      };
+    }
     auto interval = [&](int64_t i, int64_t j) {  // per-sample grids: sample times on [j, j+1] run t_i -> t_{i-1}
       const at::Tensor hi = time_of(i);
       dyn.set_interval(hi, time_of(i - 1) - hi, static_cast<double>(j));
@@ -194,11 +230,11 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
     sp.at_output = [&](int64_t j, at::Tensor& z, at::Tensor& q) {
       const int64_t i = T - 1 - j;
       at::Tensor a_new = z.narrow(0, n, n) + pb.grad[i].reshape({-1});
-      at::Tensor q_new = q;
+      at::Tensor q_new = terms(z, q);
       if (pb.t_requires_grad && i > 0) {
         const at::Tensor d = direct_time_gradient(i);
-        q_new = q.clone();
-        q_new.narrow(0, 0, n_t).sub_(d.to(q.scalar_type()));
+        q_new = q_new.clone();
+        q_new.narrow(0, 0, n_t).sub_(d.to(q_new.scalar_type()));
         record_time_gradient(i, d);
       }
       if (i == 0) {
@@ -209,8 +245,12 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
         }
         return false;  // the end of the solve
       }
-      z = at::cat({pb.solution[i].reshape({-1}), a_new});
-      q = q_new;
+      if (in_state) {
+        z = at::cat({pb.solution[i].reshape({-1}), a_new, q_new});
+      } else {
+        z = at::cat({pb.solution[i].reshape({-1}), a_new});
+        q = q_new;
+      }
       if (pb.per_row) interval(i, j);
       return true;
     };

@@ -7,7 +7,9 @@
 // state of the loop; a_t and a_theta never feed back and are quadrature terms of the loop (only
 // their weighted stage sums are kept). One vector-Jacobian product per stage, by autograd, driven
 // from C++. With per-sample time grids each sample's interval is mapped onto s in [0, 1], so that
-// all samples share steps and the shared a_theta is integrated exactly.
+// all samples share steps and the shared a_theta is integrated exactly. With a user norm
+// (options.user_norm, torchdiffeq's callable adjoint_options['norm']), a_t and a_theta are part of
+// the loop's state [y, a, a_t, a_theta] instead, so that the norm sees the error of every component.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,8 +34,10 @@ struct AdjointProblem {
   bool t_requires_grad = false;
   std::vector<int64_t> state_groups;    // error-norm groups of the state (tuple members), or empty
   bool seminorm = false;                // leave a_t and a_theta out of the error control
-  // Step callbacks of the backward solve (single time grid), with its flat state [y, a].
-  std::function<void(StepCallback kind, double t0, const at::Tensor& z, double dt)> on_step;
+  // Step callbacks of the backward solve (single time grid), with torchdiffeq's augmented state
+  // (a_t, y, a, *a_theta): a_t a scalar (zero unless t_requires_grad), y and a of the solution's
+  // shape per time, a_theta of each parameter's shape and dtype; copies the callback may keep.
+  std::function<void(StepCallback kind, double t0, const std::vector<at::Tensor>& aug, double dt)> on_step;
 };
 
 struct AdjointResult {

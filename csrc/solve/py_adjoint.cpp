@@ -15,7 +15,7 @@ py::tuple adjoint(py::object func, std::vector<at::Tensor> params, const at::Ten
                   const at::Tensor& t, bool t_requires_grad, const std::string& method, const py::dict& options,
                   std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, bool seminorm, py::object callbacks) {
   const std::vector<int64_t> groups = member_sizes(tuple_shapes);
-  auto on_step = step_callbacks(callbacks, tuple_shapes, solution.sizes().slice(1).vec(), true);
+  auto on_step = adjoint_step_callbacks(callbacks);
   Dynamics* native = native_dynamics(func);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   AdjointProblem pb;

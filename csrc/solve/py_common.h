@@ -20,13 +20,17 @@ pybind11::dict stats_dict(const SolveStats& s);
 std::vector<double> doubles(const at::Tensor& t);  // a tensor's values, as float64, on the host
 
 // func's step callbacks (a tuple of callback_step, callback_accept_step, callback_reject_step, each
-// may be None; or None) as the loop's on_step hook, called as torchdiffeq does: (t0, y0, dt), t0 and
-// dt float64 tensors on the state's device, y0 as func receives the state (of state_shape, or a
-// tuple of the members' shapes). adjoint: the loop's state is the adjoint's flat [y, a], passed as
-// the pair (y, a).
-std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
-    pybind11::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape,
-    bool adjoint);
+// may be None; or None), called as torchdiffeq does: (t0, y0, dt), t0 and dt float64 tensors on the
+// state's device, dt the step's length (positive in either direction of time, as torchdiffeq's
+// solvers see it), y0 as func receives the state (of state_shape, or a tuple of the members' shapes).
+// step_callbacks gives the forward loop's on_step hook; adjoint_step_callbacks the backward pass's
+// (solve/adjoint.h), whose state argument is torchdiffeq's augmented tuple (vjp_t, y, adj_y,
+// *vjp_params), y and adj_y flat for a tuple state (torchdiffeq solves its backward pass on the
+// flattened state).
+std::function<void(StepCallback, double, const at::Tensor&, const at::Tensor&, double)> step_callbacks(
+    pybind11::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape);
+std::function<void(StepCallback, double, const std::vector<at::Tensor>&, double)> adjoint_step_callbacks(
+    pybind11::object callbacks);
 
 // The native dynamics behind func (a node_ext._C.MLPDynamics), or nullptr for a Python callable
 // (solve/py_native.cpp). The pointer lives as long as func.

@@ -70,29 +70,39 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
   return o;
 }
 
-std::function<void(StepCallback, double, const at::Tensor&, double)> step_callbacks(
-    py::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape,
-    bool adjoint) {
+namespace {
+
+void call_step_callback(const py::tuple& fns, StepCallback kind, double t0, const py::object& state, double dt,
+                        const at::Device& device) {
+  py::object fn = fns[static_cast<size_t>(kind)];
+  if (fn.is_none()) return;
+  const auto opts = at::TensorOptions().dtype(at::kDouble).device(device);
+  fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(std::abs(dt), opts));
+}
+
+}  // namespace
+
+std::function<void(StepCallback, double, const at::Tensor&, const at::Tensor&, double)> step_callbacks(
+    py::object callbacks, const std::vector<std::vector<int64_t>>& shapes, std::vector<int64_t> state_shape) {
   if (callbacks.is_none()) return nullptr;
   py::tuple fns = callbacks;
   const std::vector<int64_t> sizes = member_sizes(shapes);
-  return [fns, shapes, sizes, state_shape, adjoint](StepCallback kind, double t0, const at::Tensor& z, double dt) {
-    py::object fn = fns[static_cast<size_t>(kind)];
-    if (fn.is_none()) return;
-    const auto opts = at::TensorOptions().dtype(at::kDouble).device(z.device());
+  return [fns, shapes, sizes, state_shape](StepCallback kind, double t0, const at::Tensor& y, const at::Tensor&,
+                                           double dt) {
+    if (fns[static_cast<size_t>(kind)].is_none()) return;
     std::vector<at::Tensor> views;
-    auto as_state = [&](const at::Tensor& flat) -> py::object {
-      if (shapes.empty()) return py::cast(flat.view(state_shape));
-      return state_tuple(flat.reshape({-1}), shapes, sizes, &views);
-    };
-    py::object state;
-    if (adjoint) {
-      const std::vector<at::Tensor> halves = z.reshape({-1}).chunk(2);
-      state = py::make_tuple(as_state(halves[0]), as_state(halves[1]));
-    } else {
-      state = as_state(z);
-    }
-    fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(dt, opts));
+    py::object state = shapes.empty() ? py::cast(y.view(state_shape)) : state_tuple(y.reshape({-1}), shapes, sizes, &views);
+    call_step_callback(fns, kind, t0, state, dt, y.device());
+  };
+}
+
+std::function<void(StepCallback, double, const std::vector<at::Tensor>&, double)> adjoint_step_callbacks(
+    py::object callbacks) {
+  if (callbacks.is_none()) return nullptr;
+  py::tuple fns = callbacks;
+  return [fns](StepCallback kind, double t0, const std::vector<at::Tensor>& aug, double dt) {
+    if (fns[static_cast<size_t>(kind)].is_none()) return;
+    call_step_callback(fns, kind, t0, py::tuple(py::cast(aug)), dt, aug.at(1).device());
   };
 }
 
@@ -113,7 +123,7 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
                 std::vector<std::vector<int64_t>> tuple_shapes, bool per_row, py::object event_fn,
                 py::object callbacks, bool record_steps) {
   PyEventFunction event(event_fn, tuple_shapes);
-  auto on_step = step_callbacks(callbacks, tuple_shapes, y0.sizes().vec(), false);
+  auto on_step = step_callbacks(callbacks, tuple_shapes, y0.sizes().vec());
   Dynamics* native = native_dynamics(func);
   PyDynamics dynamics(std::move(func), std::move(tuple_shapes));
   SolveOptions opts = parse_options(method, options);

@@ -211,7 +211,7 @@ void RkSolver::attempt() {
     active[r] = plan_[r].active;
   }
   if (t_grad_) h.tensor = step_tensor_with_grad(h);
-  if (pb_.on_step) pb_.on_step(StepCallback::Attempt, t_cur_[0], y_, plan_[0].h);
+  if (pb_.on_step) pb_.on_step(StepCallback::Attempt, t_cur_[0], y_, q_, plan_[0].h);
   at::Tensor y_new = stages(h, active);
   const std::vector<double>& err = estimate(h, y_new);
   ++stats_.n_steps;
@@ -226,7 +226,7 @@ void RkSolver::attempt() {
       ++stats_.n_rejected;
     }
   }
-  if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, plan_[0].h);
+  if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, q_, plan_[0].h);
   if (any) advance(h, active, accept, y_new);
   if (tab_.adaptive) {
     for (int64_t r = 0; r < rows_; ++r) {

@@ -38,8 +38,9 @@ struct SolveProblem {
   // from t[0] in the direction of t[1] (t[1] itself is not a bound) until g changes sign; output 1
   // is then the state at the event (see event.h).
   EventFunction* event = nullptr;
-  // Called with the step's start time and state and its signed size (single time grid only).
-  std::function<void(StepCallback kind, double t0, const at::Tensor& y0, double dt)> on_step;
+  // Called with the step's start time, state and quadrature terms (undefined without) and its signed
+  // size (single time grid only).
+  std::function<void(StepCallback kind, double t0, const at::Tensor& y0, const at::Tensor& q0, double dt)> on_step;
   // Keep every accepted step in SolveResult::steps (odeint_dense): single time grid, Runge-Kutta
   // methods, no event, no at_output.
   bool record_steps = false;

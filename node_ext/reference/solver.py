@@ -286,7 +286,7 @@ class _Solver:
         if fn is None:
             return
         as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=y.device)  # noqa: E731
-        fn(as_tensor(self.t), self.p.as_state(y), as_tensor(h))
+        fn(as_tensor(self.t), self.p.as_state(y), as_tensor(abs(h)))  # the step's length, as torchdiffeq
 
     # ------------------------------------------------------------------ events
     def event_value(self, t, y, first=False):
