@@ -29,9 +29,9 @@ class _OdeintAdjoint(torch.autograd.Function):
         ctx.save_for_backward(solution, t, *params)
         if event_t is None:
             return solution
-        event_t = torch.tensor(event_t, dtype=t.dtype, device=t.device)
-        ctx.mark_non_differentiable(event_t)
-        return solution, event_t
+        # As torchdiffeq's, event_t is an output that requires grad but passes no gradient back
+        # (gradients through the event time: node_ext.odeint_event).
+        return solution, torch.tensor(event_t, dtype=t.dtype, device=t.device)
 
     @staticmethod
     def backward(ctx, grad, *grad_event_t):
@@ -54,6 +54,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         return (None, None, None, grad_y0, grad_t, *grad_params)
 
 
+@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
 def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, adjoint_rtol=None,
                    adjoint_atol=None, adjoint_method=None, adjoint_options=None, adjoint_params=None, stats=None):
     """``node_ext.odeint`` whose gradients come from the adjoint method.
@@ -73,7 +74,8 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             ``(vjp_t, y, adj_y, *vjp_params)`` (the layout of the step callbacks below) and
             returns a scalar; it also sizes the backward solve's first step.
         event_fn: as in :func:`node_ext.odeint`: returns ``(event_t, solution)``; the backward solve
-            runs from event_t to t[0] (gradients through event_t itself: :func:`node_ext.odeint_event`).
+            runs from event_t to t[0]. As torchdiffeq's, event_t requires grad but no gradient flows
+            through it (gradients through the event time: :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 
     Step callbacks, as torchdiffeq: ``func.callback_step`` etc. are called by the forward solve;

@@ -3,7 +3,8 @@ two that torchdiffeq defines on the augmented state of the adjoint method (Chen 
 appendix B), which node_ext solves natively as [y, a, a_t, a_theta] (csrc/solve/adjoint.h):
 
 - ``norm``: 'seminorm' (Kidger, Chen & Lyons 2021) or a callable given the error ratio of the
-  augmented state as torchdiffeq's tuple (vjp_t, y, adj_y, *vjp_params);
+  augmented state as torchdiffeq's tuple (vjp_t, y, adj_y, *vjp_params); a forward user norm
+  enters the default backward norm, as torchdiffeq's;
 - ``grid_constructor`` (fixed-grid methods): called, as torchdiffeq, once per output interval from
   t_i back to t_{i-1}; the backward grid is the union of those grids.
 """
@@ -58,7 +59,7 @@ def backward_config(problem, user_func, rtol, atol, method, options, adjoint_rto
         if opts[key] is not None:
             opts[key] = torch.cat([opts[key].reshape(-1), opts[key].reshape(-1)])
     opts["norm_groups"] = []
-    opts["norm"] = _augmented_norm(norm, problem, params) if callable(norm) else None
+    opts["norm"] = _augmented_norm(norm, problem, params)
     if problem.per_row and opts["step_size"] > 0:
         # s runs over [0, 1] for every sample: a step of step_size for the longest interval.
         span = (problem.t[:, 1:] - problem.t[:, :-1]).abs().max().item()
@@ -68,29 +69,52 @@ def backward_config(problem, user_func, rtol, atol, method, options, adjoint_rto
 
 
 def _augmented_norm(norm, problem, params):
-    """torchdiffeq's callable adjoint norm, called with the error ratio of the augmented state as the
-    tuple (vjp_t, y, adj_y, *vjp_params): vjp_t a scalar, y and adj_y of y0's shape (flat for a
-    tuple y0, as torchdiffeq's backward pass), one entry per parameter of its shape. The native
-    backward state is [y, a, a_t (when t requires grad), a_theta] (csrc/solve/adjoint.h)."""
-    view, shape, n = problem.view, problem.y0.shape, problem.y0.numel()
+    """The backward solve's norm of the error ratio of the augmented state, as torchdiffeq 0.2.5 defines
+    it (csrc/solve/adjoint.h keeps that state as [y, a, a_t (when t requires grad), a_theta]):
+
+    - ``norm`` a callable: ``norm((vjp_t, y, adj_y, *vjp_params))``, for a tuple y0
+      ``norm((vjp_t, *y, *adj_y, *vjp_params))`` (torchdiffeq splits y and adj_y into the members);
+    - ``norm`` None or 'seminorm' when the forward solve has a user norm ``state_norm``:
+      ``max(|vjp_t|, state_norm(y), state_norm(adj_y), largest RMS of the vjp_params)``, the
+      parameters left out by the seminorm (torchdiffeq's default adjoint norm uses the forward one);
+    - otherwise None: the native mixed norm (RMS per member of y, of a, a_t and each parameter).
+    """
+    state_norm = problem.user_norm
+    if not callable(norm) and state_norm is None:
+        return None
+    view, n = problem.view, problem.y0.numel()
     sizes = [p.numel() * (2 if p.is_complex() else 1) for p in params]
 
-    def state_part(x):
-        x = x.view(shape)
-        if view is None:
-            return x
-        return view.as_user(x.reshape(-1, 2) if view.complex and problem.shapes is not None else x)
+    def members(x):  # y or adj_y as func receives the state: the tuple of its members
+        state = problem.as_state(x.view(problem.y0.shape))
+        if view is not None:
+            state = view.as_user(state)
+        return state if isinstance(state, tuple) else (state,)
 
     def param_part(x, p):
         return torch.view_as_complex(x.view(*p.shape, 2)) if p.is_complex() else x.view(p.shape)
 
-    def augmented(ratio):
+    def split(ratio):
         n_t = ratio.numel() - 2 * n - sum(sizes)
         vjp_t = ratio[2 * n].reshape(()) if n_t else ratio.new_zeros(())
         vjps = torch.split(ratio[2 * n + n_t:], sizes) if sizes else ()
-        return norm((vjp_t, state_part(ratio[:n]), state_part(ratio[n:2 * n]),
-                     *(param_part(x, p) for x, p in zip(vjps, params))))
-    return augmented
+        return vjp_t, ratio[:n], ratio[n:2 * n], [param_part(x, p) for x, p in zip(vjps, params)]
+
+    if callable(norm):
+        def user(ratio):
+            vjp_t, y, adj_y, vjps = split(ratio)
+            return norm((vjp_t, *members(y), *members(adj_y), *vjps))
+        return user
+
+    seminorm = norm is not None
+
+    def default(ratio):
+        vjp_t, y, adj_y, vjps = split(ratio)
+        parts = [float(vjp_t.abs()), float(state_norm(problem.as_state(y))), float(state_norm(problem.as_state(adj_y)))]
+        if not seminorm:
+            parts += [float(x.abs().pow(2).mean().sqrt()) for x in vjps if x.numel()]
+        return max(parts)
+    return default
 
 
 def _tuple_like(problem):

@@ -16,6 +16,7 @@ import torch
 from .odeint import odeint
 
 
+@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
 def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=odeint, **kwargs):
     """Solves from t0 until ``event_fn(t, y)`` changes sign; returns ``(event_t, solution)``.
 

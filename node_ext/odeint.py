@@ -10,6 +10,7 @@ from .stats import check_stats, record
 _warned = False
 
 
+@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, stats=None):
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 

@@ -1,7 +1,8 @@
 """odeint_adjoint with a callable adjoint_options['norm'] (torchdiffeq's interface): the norm receives
 the error ratio of the augmented state (vjp_t, y, adj_y, *vjp_params); written as the default mixed
-norm it reproduces the default's steps, written as a seminorm the 'seminorm' option's; gradients and
-backward evaluations against torchdiffeq 0.2.5 with the same norm."""
+norm it reproduces the default's steps, written as a seminorm the 'seminorm' option's; a forward
+norm enters the default backward norm; accuracy and backward evaluations against torchdiffeq 0.2.5
+with the same norm."""
 import warnings
 
 import pytest
@@ -81,8 +82,8 @@ def test_norm_receives_the_augmented_state():
     assert len(seen) > 10 and all(s == [(shape, torch.float64) for shape in shapes] for s in seen)
 
 
-def test_tuple_state_norm_sees_flat_state():
-    """For a tuple y0, y and adj_y arrive flat, as torchdiffeq's backward pass solves them."""
+def test_tuple_state_norm_sees_the_members():
+    """For a tuple y0 the norm gets (vjp_t, *y, *adj_y, *vjp_params), as torchdiffeq splits the members."""
     seen = set()
 
     class Pair(torch.nn.Module):
@@ -101,8 +102,35 @@ def test_tuple_state_norm_sees_flat_state():
     out = node_ext.odeint_adjoint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64),
                                   adjoint_options=dict(norm=norm))
     out[0][-1].sum().backward()
-    assert seen == {((), (4,), (4,), ())}
+    assert seen == {((), (3,), (1,), (3,), (1,), ())}
     assert s0[0].grad is not None and s0[0].grad.abs().sum() > 0
+
+
+def max_abs(y):
+    """A stricter forward norm than RMS (and scaled): the backward solve takes more steps under it."""
+    return 10 * y.abs().max()
+
+
+@pytest.mark.parametrize("builtin", [None, "seminorm"])
+def test_forward_norm_enters_the_default_backward_norm(builtin):
+    """As torchdiffeq's default adjoint norm: max(|vjp_t|, norm(y), norm(adj_y), RMS of each vjp_param)
+    with the forward solve's norm, the parameters left out by the seminorm. Written out as a callable
+    it takes the same steps; without the forward norm the steps differ."""
+    def written_out(aug):
+        vjp_t, y, adj_y, *vjps = aug
+        parts = [vjp_t.abs(), max_abs(y), max_abs(adj_y)] + ([rms(v) for v in vjps] if builtin is None else [])
+        return max(parts)
+
+    stats = [node_ext.SolveStats() for _ in range(3)]
+    backward = dict(first_step=0.05) if builtin is None else dict(first_step=0.05, norm=builtin)
+    implied, _ = gradients(node_ext.odeint_adjoint, MLP(), True, options=dict(norm=max_abs), adjoint_options=backward,
+                           stats=stats[0])
+    explicit, _ = gradients(node_ext.odeint_adjoint, MLP(), True, options=dict(norm=max_abs),
+                            adjoint_options=dict(first_step=0.05, norm=written_out), stats=stats[1])
+    gradients(node_ext.odeint_adjoint, MLP(), True, adjoint_options=backward, stats=stats[2])
+    assert stats[0].n_fev_backward == stats[1].n_fev_backward > 1.2 * stats[2].n_fev_backward
+    for a, b in zip(implied, explicit):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("norm", [mixed_norm, semi_norm])

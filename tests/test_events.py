@@ -100,6 +100,26 @@ def test_agrees_with_torchdiffeq():
     torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
 
 
+def test_adjoint_event_time_requires_grad_without_passing_one_as_torchdiffeq():
+    """odeint_adjoint(event_fn=...) returns an event_t that requires grad, whose backward passes no
+    gradient (torchdiffeq's convention: gradients through the event time are odeint_event's); the
+    state's gradients equal torchdiffeq's."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    grads = []
+    for lib in (node_ext, torchdiffeq):
+        f, y0 = FreeFall(), start(grad=True)
+        t = torch.tensor([0.0, 1.0], **F64)
+        event_t, y = lib.odeint_adjoint(f, y0, t, event_fn=ground, **TIGHT)
+        assert event_t.requires_grad
+        event_t.backward(retain_graph=True)
+        assert y0.grad is None or y0.grad.abs().max() == 0
+        y[-1].sum().backward()
+        grads.append((event_t.detach(), y0.grad.clone(), f.g.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+    assert grads[0][2].abs() > 0.1
+
+
 @pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint"])
 def test_event_time_gradients_are_exact(interface):
     # t_e = sqrt(2 (h - a) / g) for the event height - a; v_e = -g t_e.
