@@ -79,6 +79,15 @@ def _fmt(v):
     return repr(v)
 
 
+def scalar_norm(name, value):
+    """What a user norm returned, as a float; a clear error when it is not a scalar."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError("%s must return a scalar (a number or a one-element Tensor), got %s"
+                        % (name, _fmt(value))) from None
+
+
 def _check_not_transformed(name, x):
     """torch.func transforms (vmap, grad, jacrev, jvp) wrap tensors the native loop cannot read."""
     if torch._C._functorch.is_functorch_wrapped_tensor(x):

@@ -11,7 +11,7 @@ appendix B), which node_ext solves natively as [y, a, a_t, a_theta] (csrc/solve/
 import torch
 
 from . import adams
-from ._problem import build_problem, constructed_grid
+from ._problem import build_problem, constructed_grid, scalar_norm
 from .tableaus import tableau
 
 
@@ -103,14 +103,14 @@ def _augmented_norm(norm, problem, params):
     if callable(norm):
         def user(ratio):
             vjp_t, y, adj_y, vjps = split(ratio)
-            return norm((vjp_t, *members(y), *members(adj_y), *vjps))
+            return scalar_norm("adjoint_options['norm']", norm((vjp_t, *members(y), *members(adj_y), *vjps)))
         return user
 
     seminorm = norm is not None
 
     def default(ratio):
         vjp_t, y, adj_y, vjps = split(ratio)
-        parts = [float(vjp_t.abs()), float(state_norm(problem.as_state(y))), float(state_norm(problem.as_state(adj_y)))]
+        parts = [float(vjp_t.abs())] + [scalar_norm("options['norm']", state_norm(problem.as_state(x))) for x in (y, adj_y)]
         if not seminorm:
             parts += [float(x.abs().pow(2).mean().sqrt()) for x in vjps if x.numel()]
         return max(parts)

@@ -4,7 +4,7 @@ import warnings
 import torch
 
 from . import _ops, adams, scipy_solver
-from ._problem import build_problem
+from ._problem import build_problem, scalar_norm
 from .stats import check_stats, record
 
 _warned = False
@@ -95,7 +95,7 @@ def _norm_for(problem):
     norm = problem.user_norm
     if norm is None:
         return None
-    return lambda x: float(norm(problem.as_state(x)))
+    return lambda x: scalar_norm("options['norm']", norm(problem.as_state(x)))
 
 
 def _warn_fallback():

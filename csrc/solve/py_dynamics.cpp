@@ -16,6 +16,20 @@ std::string shape_str(at::IntArrayRef s) {
 }
 }  // namespace
 
+void add_solve_note(py::error_already_set& e, const std::string& what, const at::Tensor& t) {
+  std::ostringstream o;
+  o << "node_ext: raised by " << what << " during a solve, at ";
+  const at::Tensor tc = t.detach().to(at::kCPU, at::kDouble).reshape({-1});
+  o.precision(12);
+  if (tc.numel() == 1) {
+    o << "t = " << tc.item<double>();
+  } else {
+    o << "t = " << tc.min().item<double>() << " ... " << tc.max().item<double>() << " (one time per sample)";
+  }
+  py::object exc = e.value();
+  if (py::hasattr(exc, "add_note")) exc.attr("add_note")(o.str());
+}
+
 std::vector<int64_t> member_sizes(const std::vector<std::vector<int64_t>>& shapes) {
   std::vector<int64_t> sizes;
   for (const auto& s : shapes) {
@@ -62,6 +76,15 @@ at::Tensor PyDynamics::checked(py::handle out, const at::Tensor& like, const cha
 }
 
 at::Tensor PyDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
+  try {
+    return call(t, y);
+  } catch (py::error_already_set& e) {
+    add_solve_note(e, "func(t, y)", t);
+    throw;
+  }
+}
+
+at::Tensor PyDynamics::call(const at::Tensor& t, const at::Tensor& y) {
   if (shapes_.empty()) {
     // Vectorcall with the two wrapped tensors: no argument tuple, no pybind11 casting machinery.
     PyObject* argv[2] = {THPVariable_Wrap(t), THPVariable_Wrap(y)};

@@ -17,6 +17,11 @@ std::vector<int64_t> member_sizes(const std::vector<std::vector<int64_t>>& shape
 pybind11::tuple state_tuple(const at::Tensor& y, const std::vector<std::vector<int64_t>>& shapes,
                             const std::vector<int64_t>& sizes, std::vector<at::Tensor>* views);
 
+// A Python exception raised by a user's callable called from the solve loop: a note (PEP 678) naming
+// the callable and the time is added to it (`what` e.g. "func(t, y)"; t a scalar or one time per
+// sample), and it propagates unchanged otherwise. Use inside `catch (pybind11::error_already_set& e)`.
+void add_solve_note(pybind11::error_already_set& e, const std::string& what, const at::Tensor& t);
+
 class PyDynamics : public Dynamics {
  public:
   // tuple_shapes: the shapes of the tuple members, or empty for a tensor state.
@@ -27,6 +32,7 @@ class PyDynamics : public Dynamics {
                               const at::Tensor& cotangent) override;
 
  private:
+  at::Tensor call(const at::Tensor& t, const at::Tensor& y);
   at::Tensor checked(pybind11::handle out, const at::Tensor& like, const char* what) const;
 
   pybind11::object func_;

@@ -73,11 +73,19 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
 namespace {
 
 void call_step_callback(const py::tuple& fns, StepCallback kind, double t0, const py::object& state, double dt,
-                        const at::Device& device) {
+                        const at::Device& device, bool adjoint) {
   py::object fn = fns[static_cast<size_t>(kind)];
   if (fn.is_none()) return;
   const auto opts = at::TensorOptions().dtype(at::kDouble).device(device);
-  fn(at::scalar_tensor(t0, opts), state, at::scalar_tensor(std::abs(dt), opts));
+  const at::Tensor t = at::scalar_tensor(t0, opts);
+  try {
+    fn(t, state, at::scalar_tensor(std::abs(dt), opts));
+  } catch (py::error_already_set& e) {
+    static const char* names[] = {"callback_step", "callback_accept_step", "callback_reject_step"};
+    add_solve_note(e, std::string("the step callback ") + names[static_cast<int>(kind)] + (adjoint ? "_adjoint" : "") +
+                          "(t0, y0, dt)", t);
+    throw;
+  }
 }
 
 }  // namespace
@@ -92,7 +100,7 @@ std::function<void(StepCallback, double, const at::Tensor&, const at::Tensor&, d
     if (fns[static_cast<size_t>(kind)].is_none()) return;
     std::vector<at::Tensor> views;
     py::object state = shapes.empty() ? py::cast(y.view(state_shape)) : state_tuple(y.reshape({-1}), shapes, sizes, &views);
-    call_step_callback(fns, kind, t0, state, dt, y.device());
+    call_step_callback(fns, kind, t0, state, dt, y.device(), false);
   };
 }
 
@@ -102,7 +110,7 @@ std::function<void(StepCallback, double, const std::vector<at::Tensor>&, double)
   py::tuple fns = callbacks;
   return [fns](StepCallback kind, double t0, const std::vector<at::Tensor>& aug, double dt) {
     if (fns[static_cast<size_t>(kind)].is_none()) return;
-    call_step_callback(fns, kind, t0, py::tuple(py::cast(aug)), dt, aug.at(1).device());
+    call_step_callback(fns, kind, t0, py::tuple(py::cast(aug)), dt, aug.at(1).device(), true);
   };
 }
 

@@ -15,6 +15,7 @@ import math
 import torch
 
 from .. import adams
+from .._problem import scalar_norm
 from ..errors import MaxStepsError, NonFiniteError, StepSizeError
 from ..tableaus import a_matrix, dense_weights, tableau
 
@@ -94,7 +95,7 @@ class _Solver:
 
     def norm(self, x):
         if self.p.user_norm is not None:
-            return float(self.p.user_norm(self.p.as_state(x)))
+            return scalar_norm("options['norm']", self.p.user_norm(self.p.as_state(x)))
         flat = x.detach().reshape(-1).double()
         rms = [float(g.pow(2).mean().sqrt()) if g.numel() else 0.0 for g in flat.split(self.groups)]
         return max(rms) if not any(math.isnan(v) for v in rms) else math.nan
