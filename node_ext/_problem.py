@@ -88,13 +88,15 @@ def scalar_norm(name, value):
                         % (name, _fmt(value))) from None
 
 
-def _check_not_transformed(name, x):
-    """torch.func transforms (vmap, grad, jacrev, jvp) wrap tensors the native loop cannot read."""
-    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+def _check_no_transform():
+    """torch.func transforms (vmap, grad, jacrev, jvp) wrap tensors (y0, t, or parameters captured by
+    func) in ways the native loop cannot read."""
+    if torch._C._functorch.maybe_current_level() is not None:
         raise NotImplementedError(
-            "%s is a tensor inside a torch.func transform (vmap, grad, jacrev, jvp, ...), which the native solve "
-            "loop cannot run under (torchdiffeq's solvers cannot either); batch the samples in y0 instead of vmap, "
-            "and take derivatives with torch.autograd.grad or torch.autograd.functional.jacobian/hessian" % name)
+            "node_ext's solvers cannot run inside a torch.func transform (vmap, grad, jacrev, jvp, ...): the native "
+            "solve loop reads the tensors' storage, which transformed tensors lack (torchdiffeq's adaptive solvers "
+            "fail under them too); batch the samples in y0 instead of vmap, and take derivatives with "
+            "torch.autograd.grad or torch.autograd.functional.jacobian/hessian")
 
 
 def _check_state(y0):
@@ -107,7 +109,6 @@ def _check_state(y0):
     for name, m in members:
         if not torch.is_tensor(m):
             raise TypeError("%s must be a Tensor, got %s" % (name, type(m).__name__))
-        _check_not_transformed(name, m)
         if m.dtype not in STATE_DTYPES:
             raise TypeError("%s must be a floating point or complex Tensor (float16, bfloat16, float32, float64, "
                             "complex64, complex128), got %s" % (name, m.dtype))
@@ -127,7 +128,6 @@ def _check_times(t, y0, tuple_state):
         raise TypeError("t must be a Tensor of times, got %s" % type(t).__name__)
     if not torch.is_floating_point(t):
         raise TypeError("t must be a floating point Tensor, got dtype %s" % t.dtype)
-    _check_not_transformed("t", t)
     if t.dim() not in (1, 2):
         raise ValueError("t must be 1-D (T,) or, for one time grid per sample, 2-D (batch, T); got shape %s"
                          % (tuple(t.shape),))
@@ -408,6 +408,7 @@ def build_problem(func, y0, t, rtol, atol, method, options, event_fn=None):
     from .nn.native import native_dynamics  # node_ext.nn imports odeint, which imports this module
     if not callable(func):
         raise TypeError("func must be callable as func(t, y), got %s" % type(func).__name__)
+    _check_no_transform()
     members = _check_state(y0)
     view = state_view.view_for(y0)
     if view is not None:  # solved through a float32/float64 view; the user's callables see their dtype

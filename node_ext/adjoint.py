@@ -12,6 +12,7 @@ import torch
 from . import _ops, adams
 from ._problem import ADJOINT_CALLBACK_NAMES, build_problem, step_callbacks
 from .adjoint_options import backward_config, backward_grid
+from .compile_guard import eager_under_compile
 from .odeint import solve_problem
 from .stats import check_stats, record
 
@@ -54,7 +55,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         return (None, None, None, grad_y0, grad_t, *grad_params)
 
 
-@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
+@eager_under_compile  # under torch.compile the solve runs eagerly (node_ext/compile_guard.py)
 def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, adjoint_rtol=None,
                    adjoint_atol=None, adjoint_method=None, adjoint_options=None, adjoint_params=None, stats=None):
     """``node_ext.odeint`` whose gradients come from the adjoint method.
@@ -116,22 +117,23 @@ def _adjoint_params(func, adjoint_params, adjoint_options):
         if not isinstance(func, torch.nn.Module):
             raise ValueError("func must be an nn.Module for odeint_adjoint to find its parameters; otherwise pass "
                              "them as adjoint_params (adjoint_params=() if there are none)")
-        return tuple(p for p in func.parameters() if p.requires_grad)
-    if torch.is_tensor(adjoint_params):
+        params = tuple(func.parameters())
+    elif torch.is_tensor(adjoint_params):
         raise ValueError("adjoint_params must be a sequence of tensors, not a single tensor")
-    try:
-        params = tuple(adjoint_params)
-    except TypeError:
-        raise ValueError("adjoint_params must be a sequence of tensors requiring grad, got %s"
-                         % type(adjoint_params).__name__) from None
-    for i, p in enumerate(params):
-        if not torch.is_tensor(p):
-            raise ValueError("adjoint_params[%d] must be a Tensor, got %s" % (i, type(p).__name__))
+    else:
+        try:
+            params = tuple(adjoint_params)
+        except TypeError:
+            raise ValueError("adjoint_params must be a sequence of tensors requiring grad, got %s"
+                             % type(adjoint_params).__name__) from None
+        for i, p in enumerate(params):
+            if not torch.is_tensor(p):
+                raise ValueError("adjoint_params[%d] must be a Tensor, got %s" % (i, type(p).__name__))
     # As torchdiffeq: tensors that do not require grad (frozen layers) get no gradient and are left out.
     kept = tuple(p for p in params if p.requires_grad)
     if len(kept) < len(params) and isinstance(adjoint_options, dict) and callable(adjoint_options.get("norm")):
-        warnings.warn("adjoint_params holds tensors that do not require grad: they are left out of the backward "
-                      "pass and do not appear in the adjoint norm's arguments", UserWarning, stacklevel=3)
+        warnings.warn("adjoint parameters that do not require grad are left out of the backward pass and do not "
+                      "appear in the adjoint norm's arguments", UserWarning, stacklevel=3)
     return kept
 
 

@@ -8,6 +8,8 @@ appendix B), which node_ext solves natively as [y, a, a_t, a_theta] (csrc/solve/
 - ``grid_constructor`` (fixed-grid methods): called, as torchdiffeq, once per output interval from
   t_i back to t_{i-1}; the backward grid is the union of those grids.
 """
+import math
+
 import torch
 
 from . import adams
@@ -82,17 +84,17 @@ def _augmented_norm(norm, problem, params):
     state_norm = problem.user_norm
     if not callable(norm) and state_norm is None:
         return None
-    view, n = problem.view, problem.y0.numel()
+    view, n, shape = problem.view, problem.y0.numel(), problem.y0.shape
     sizes = [p.numel() * (2 if p.is_complex() else 1) for p in params]
 
     def members(x):  # y or adj_y as func receives the state: the tuple of its members
-        state = problem.as_state(x.view(problem.y0.shape))
+        state = problem.as_state(x.view(shape))
         if view is not None:
             state = view.as_user(state)
         return state if isinstance(state, tuple) else (state,)
 
-    def param_part(x, p):
-        return torch.view_as_complex(x.view(*p.shape, 2)) if p.is_complex() else x.view(p.shape)
+    def param_part(x, p):  # (a copy for a complex parameter: its slice may start at an odd offset)
+        return torch.view_as_complex(x.reshape(*p.shape, 2).clone()) if p.is_complex() else x.view(p.shape)
 
     def split(ratio):
         n_t = ratio.numel() - 2 * n - sum(sizes)
@@ -110,10 +112,11 @@ def _augmented_norm(norm, problem, params):
 
     def default(ratio):
         vjp_t, y, adj_y, vjps = split(ratio)
-        parts = [float(vjp_t.abs())] + [scalar_norm("options['norm']", state_norm(problem.as_state(x))) for x in (y, adj_y)]
+        parts = [float(vjp_t.abs())] + [scalar_norm("options['norm']", state_norm(problem.as_state(x.view(shape))))
+                                        for x in (y, adj_y)]
         if not seminorm:
             parts += [float(x.abs().pow(2).mean().sqrt()) for x in vjps if x.numel()]
-        return max(parts)
+        return math.nan if any(math.isnan(v) for v in parts) else max(parts)  # (max() may drop a NaN)
     return default
 
 

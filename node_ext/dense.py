@@ -14,11 +14,12 @@ import torch
 
 from . import _ops, adams, scipy_solver
 from ._problem import build_problem
+from .compile_guard import eager_under_compile
 from .odeint import solve_problem
 from .stats import SolveStats, check_stats, record
 
 
-@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
+@eager_under_compile  # under torch.compile the solve runs eagerly (node_ext/compile_guard.py)
 def odeint_dense(func, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method=None, options=None, stats=None):
     """Solve ``dy/dt = func(t, y)``, ``y(t0) = y0`` up to ``t1`` and return the solution as a function
     of time: ``sol = odeint_dense(func, y0, t0, t1); sol(t)``.

@@ -13,10 +13,11 @@ the event, y(t_e) with t_e moving, gains f(t_e, y(t_e)) dt_e/dp.
 """
 import torch
 
+from .compile_guard import eager_under_compile
 from .odeint import odeint
 
 
-@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
+@eager_under_compile  # under torch.compile the solve runs eagerly (node_ext/compile_guard.py)
 def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=odeint, **kwargs):
     """Solves from t0 until ``event_fn(t, y)`` changes sign; returns ``(event_t, solution)``.
 

@@ -5,12 +5,13 @@ import torch
 
 from . import _ops, adams, scipy_solver
 from ._problem import build_problem, scalar_norm
+from .compile_guard import eager_under_compile
 from .stats import check_stats, record
 
 _warned = False
 
 
-@torch.compiler.disable  # torch.compile: the solve runs eagerly (a native loop dynamo cannot trace)
+@eager_under_compile  # under torch.compile the solve runs eagerly (node_ext/compile_guard.py)
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None, stats=None):
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 

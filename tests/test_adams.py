@@ -270,3 +270,28 @@ def test_time_dependent_dynamics():
     for method in ("explicit_adams", "implicit_adams"):
         y = node_ext.odeint(p, y0, t, method=method, options=dict(step_size=1e-3))
         assert (y - p.exact(y0, t)).abs().max().item() < 1e-11
+
+
+def test_unconverged_corrector_in_the_adjoint_with_parameters():
+    """The backward solve's quadrature of the parameter gradients reads every stored derivative of
+    the step before an unconverged correction drops the oldest (it once read past the history's end:
+    a crash, or wrong gradients). max_iters=1 never converges."""
+    torch.manual_seed(0)
+    f = torch.nn.Linear(2, 2).double()
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    exact = None
+    for solve, kw in ((node_ext.odeint, dict(rtol=1e-12, atol=1e-14)),
+                      (node_ext.odeint_adjoint, dict(adjoint_method="implicit_adams", adjoint_params=tuple(f.parameters()),
+                                                     adjoint_options=dict(step_size=0.05, max_iters=1)))):
+        y0 = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        stats = node_ext.SolveStats()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = solve(lambda s, y: f(y), y0, t, stats=stats, **kw)
+            grads = torch.autograd.grad(y[-1].pow(2).sum(), (y0, f.weight, f.bias))
+        if exact is None:
+            exact = grads
+            continue
+        assert stats.n_unconverged_backward > 5
+        for a, b in zip(grads, exact):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -161,13 +161,16 @@ def test_norm_controls_the_backward_steps():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_frozen_adjoint_params_warn_with_a_callable_norm():
+@pytest.mark.parametrize("explicit", [True, False])
+def test_frozen_adjoint_params_warn_with_a_callable_norm(explicit):
+    """As torchdiffeq, whether the parameters are given or found on func."""
     f = MLP()
     f.net[0].weight.requires_grad_(False)
     y0 = Y0.clone().requires_grad_()
+    kw = dict(adjoint_params=tuple(f.parameters())) if explicit else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        node_ext.odeint_adjoint(f, y0, T, adjoint_params=tuple(f.parameters()), adjoint_options=dict(norm=mixed_norm))
+        node_ext.odeint_adjoint(f, y0, T, adjoint_options=dict(norm=mixed_norm), **kw)
     assert any("do not require grad" in str(w.message) for w in caught)
 
 
@@ -175,3 +178,66 @@ def test_callable_norm_with_per_sample_grids_is_refused():
     t = torch.stack([T, 2 * T])
     with pytest.raises(ValueError, match="callable adjoint_options\\['norm'\\] is not supported with per-sample"):
         node_ext.odeint_adjoint(MLP(), Y0.clone().requires_grad_(), t, adjoint_options=dict(norm=mixed_norm))
+
+
+class NaNJacobian(torch.nn.Module):
+    """Finite values, NaN vector-Jacobian products (0 * d sqrt(u)/du at u = 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -self.w * y + 0 * torch.sqrt(y - y.detach())
+
+
+@pytest.mark.parametrize("kw", [dict(options=dict(norm=rms)), dict(adjoint_options=dict(norm=mixed_norm))],
+                            ids=["forward norm", "callable adjoint norm"])
+def test_non_finite_adjoint_fails_whatever_the_norm(kw):
+    """A norm built on Python's max() can drop a NaN: the loop itself treats a non-finite error as NaN,
+    so the backward solve fails as it does without a user norm instead of returning NaN gradients."""
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    y = node_ext.odeint_adjoint(NaNJacobian(), y0, torch.tensor([0.0, 1.0], dtype=torch.float64), **kw)
+    with pytest.raises(node_ext.NonFiniteError) as info:
+        y[-1].sum().backward()
+    assert info.value.phase == "backward"
+
+
+def test_shape_dependent_forward_norm_in_the_backward_solve():
+    """The forward norm sees y and adj_y in y0's shape in the backward solve too (torchdiffeq's)."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    shapes = set()
+
+    def rowwise(y):
+        shapes.add(tuple(y.shape))
+        return y.abs().amax(dim=1).max()
+
+    ours, _ = gradients(node_ext.odeint_adjoint, MLP(), True, options=dict(norm=rowwise))
+    theirs, _ = gradients(torchdiffeq.odeint_adjoint, MLP(), True, options=dict(norm=rowwise))
+    assert shapes == {(2, 2)}
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["forward", "adjoint"])
+def test_complex_states_and_parameters_with_user_norms(norm):
+    """A complex state with a forward norm, a complex parameter and t requiring grad with a callable
+    adjoint norm (its entries start at an odd offset of the augmented state): gradients equal
+    backpropagation's."""
+    w = torch.nn.Parameter(torch.tensor([0.3 + 1.0j, -0.2 + 0.5j], dtype=torch.complex128))
+
+    def f(t, y):
+        return w * y * torch.cos(t)
+
+    def grads(solve, **kw):
+        y0 = torch.tensor([1.0 + 0.5j, -0.3 + 0.2j], dtype=torch.complex128, requires_grad=True)
+        t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64, requires_grad=True)
+        loss = solve(f, y0, t, rtol=1e-9, atol=1e-11, **kw).abs().pow(2).sum()
+        return torch.autograd.grad(loss, (y0, t, w))
+
+    kw = dict(options=dict(norm=lambda y: y.abs().max())) if norm == "forward" else \
+        dict(adjoint_options=dict(norm=mixed_norm))
+    ours = grads(node_ext.odeint_adjoint, adjoint_params=(w,), **kw)
+    direct = grads(node_ext.odeint)
+    for a, b in zip(ours, direct):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)

@@ -210,17 +210,24 @@ def test_hessian_equals_torchdiffeq():
     torch.testing.assert_close(hessians[0], hessians[1], rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("transform", ["vmap", "jacrev", "grad"])
+@pytest.mark.parametrize("transform", ["vmap", "jacrev", "grad", "grad of a parameter"])
 def test_torch_func_transforms_are_refused_clearly(transform):
-    """torch.func wraps tensors the native loop cannot read (torchdiffeq 0.2.5 fails under them too):
-    a NotImplementedError that names the argument and the alternatives, not a storage error."""
+    """torch.func wraps tensors the native loop cannot read (torchdiffeq 0.2.5's adaptive solvers fail
+    under them too): a NotImplementedError naming the alternatives, not a storage error; also when
+    only a parameter captured by func is transformed (per-sample gradients with functional_call)."""
     f = TanhMLP().double()
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     y0 = torch.ones(3, 2, dtype=torch.float64)
     solve = lambda x: node_ext.odeint(f, x, t)[-1]  # noqa: E731
+    params = {k: v.detach() for k, v in f.named_parameters()}
+
+    def loss_of_params(p):
+        return node_ext.odeint(lambda tt, y: torch.func.functional_call(f, p, (tt, y)), y0, t)[-1].sum()
+
     run = {"vmap": lambda: torch.func.vmap(solve)(y0),
            "jacrev": lambda: torch.func.jacrev(solve)(y0),
-           "grad": lambda: torch.func.grad(lambda x: solve(x).sum())(y0)}[transform]
-    with pytest.raises(NotImplementedError, match=r"y0 is a tensor inside a torch\.func transform.*"
+           "grad": lambda: torch.func.grad(lambda x: solve(x).sum())(y0),
+           "grad of a parameter": lambda: torch.func.grad(loss_of_params)(params)}[transform]
+    with pytest.raises(NotImplementedError, match=r"cannot run inside a torch\.func transform.*"
                                                   r"torch\.autograd\.functional"):
         run()

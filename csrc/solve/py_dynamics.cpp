@@ -14,9 +14,8 @@ std::string shape_str(at::IntArrayRef s) {
   o << (s.size() == 1 ? ",)" : ")");
   return o.str();
 }
-}  // namespace
 
-void add_solve_note(py::error_already_set& e, const std::string& what, const at::Tensor& t) {
+void add_note(py::error_already_set& e, const std::string& what, const at::Tensor& t) {
   std::ostringstream o;
   o << "node_ext: raised by " << what << " during a solve, at ";
   const at::Tensor tc = t.detach().to(at::kCPU, at::kDouble).reshape({-1});
@@ -28,6 +27,14 @@ void add_solve_note(py::error_already_set& e, const std::string& what, const at:
   }
   py::object exc = e.value();
   if (py::hasattr(exc, "add_note")) exc.attr("add_note")(o.str());
+}
+}  // namespace
+
+void add_solve_note(py::error_already_set& e, const std::string& what, const at::Tensor& t) {
+  try {
+    add_note(e, what, t);
+  } catch (...) {  // (never replace the user's exception by one raised while describing it)
+  }
 }
 
 std::vector<int64_t> member_sizes(const std::vector<std::vector<int64_t>>& shapes) {

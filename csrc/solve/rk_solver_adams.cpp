@@ -25,6 +25,7 @@ at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
   weights_ = history_->bashforth(order, step);
   at::Tensor y_new = kern_.combine(y_, k_, weights_.data(), order, h);
   at::Tensor dq_end;
+  bool unconverged = false;
   if (o_.adams.implicit) {
     // Adams-Moulton by functional iteration from the prediction; converged when successive
     // increments agree to within the tolerances in every element (torchdiffeq's test).
@@ -39,15 +40,16 @@ at::Tensor RkSolver::multistep(StepSize& h, const std::vector<char>& active) {
       converged = corrector_converged(y_new, corrected);
       y_new = std::move(corrected);
     }
-    if (!converged) {
-      ++stats_.n_unconverged;
-      history_->drop_oldest();  // as torchdiffeq: the next steps use one derivative fewer
-    }
+    unconverged = !converged;
+    if (unconverged) ++stats_.n_unconverged;
   }
   if (quad_) {
     for (int j = 0; j < order; ++j) qkern_->accumulate(qb_, history_->dq(j), weights_[j], j == 0);
     if (dq_end.defined()) qkern_->accumulate(qb_, dq_end, weights_[order], false);
   }
+  // As torchdiffeq: after an unconverged correction the next steps use one derivative fewer
+  // (dropped only now: the quadrature above still reads all `order` of them).
+  if (unconverged) history_->drop_oldest();
   dense_ = interpolating_dense_output(weights_.data(), static_cast<int>(weights_.size()), false, o_.cubic_interp);
   return y_new;
 }

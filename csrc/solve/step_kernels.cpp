@@ -172,7 +172,10 @@ const std::vector<double>& StepKernels::error_ratio(const at::Tensor& y, at::Ten
 
 const std::vector<double>& StepKernels::group_ratios(const double* ss, const at::Tensor& ratio) {
   if (opts_.user_norm) {
-    ratios_.assign(1, std::abs(opts_.user_norm(ratio)));
+    // A non-finite error is NaN whatever the user's norm makes of it (a norm built on Python's
+    // max() can drop a NaN): the step is then rejected and the failure reported, as without one.
+    const bool finite = at::isfinite(ratio).all().item<bool>();
+    ratios_.assign(1, finite ? std::abs(opts_.user_norm(ratio)) : std::numeric_limits<double>::quiet_NaN());
     return ratios_;
   }
   rms_.resize(group_sizes_.size());
