@@ -84,3 +84,14 @@ def scipy_reference(f, y0, t, rtol=1e-12, atol=1e-12):
 ADAPTIVE = ("adaptive_heun", "fehlberg2", "bosh3", "dopri5", "tsit5", "dopri8")
 FIXED = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 ADAMS = ("explicit_adams", "implicit_adams", "fixed_adams")  # multistep, on fixed grids
+
+
+class TupleDynamics(torch.nn.Module):
+    """A tuple state of shapes (3,) and (1,) with one parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def forward(self, t, s):
+        return (self.w * s[1].expand(3), -s[0][:1])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import node_ext
+from problems import TupleDynamics
 
 
 def rms(x):
@@ -86,20 +87,12 @@ def test_tuple_state_norm_sees_the_members():
     """For a tuple y0 the norm gets (vjp_t, *y, *adj_y, *vjp_params), as torchdiffeq splits the members."""
     seen = set()
 
-    class Pair(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
-
-        def forward(self, t, s):
-            return (self.w * s[1].expand(3), -s[0][:1])
-
     def norm(aug):
         seen.add(tuple(tuple(x.shape) for x in aug))
         return mixed_norm(aug)
 
     s0 = (torch.ones(3, dtype=torch.float64, requires_grad=True), torch.zeros(1, dtype=torch.float64))
-    out = node_ext.odeint_adjoint(Pair(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64),
+    out = node_ext.odeint_adjoint(TupleDynamics(), s0, torch.tensor([0.0, 1.0], dtype=torch.float64),
                                   adjoint_options=dict(norm=norm))
     out[0][-1].sum().backward()
     assert seen == {((), (3,), (1,), (3,), (1,), ())}

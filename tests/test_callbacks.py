@@ -8,6 +8,7 @@ import torch
 
 import node_ext
 from node_ext import reference
+from problems import TupleDynamics
 
 
 class Logged(torch.nn.Module):
@@ -57,17 +58,6 @@ def test_callbacks_follow_every_attempt(direction):
     assert [e[0] for e in ref.log] == kinds
     for a, b in zip(ref.log, func.log):
         assert a[1:3] == pytest.approx(b[1:3], rel=1e-9, abs=1e-13)
-
-
-class TupleDynamics(torch.nn.Module):
-    """A tuple state of shapes (3,) and (1,) with one parameter."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
-
-    def forward(self, t, s):
-        return (self.w * s[1].expand(3), -s[0][:1])
 
 
 def test_fixed_grid_tuple_state_and_adjoint():

@@ -201,7 +201,9 @@ AdjointResult solve_adjoint(const AdjointProblem& pb, const SolveOptions& option
       sp.q_groups = q_groups;
     }
     // [a_t, a_theta], wherever they are kept.
-    auto terms = [&](const at::Tensor& z, const at::Tensor& q) { return in_state ? z.narrow(0, 2 * n, n_t + n_params) : q; };
+    auto terms = [&](const at::Tensor& z, const at::Tensor& q) {
+      return in_state ? z.narrow(0, 2 * n, n_t + n_params) : q;
+    };
     std::vector<double> grid;
     for (int64_t j = 0; j < T; ++j) grid.push_back(pb.per_row ? static_cast<double>(j) : pb.t[0][T - 1 - j]);
     sp.t = {grid};
