@@ -17,8 +17,8 @@ from . import adams, scipy_solver, state_view
 from .tableaus import method_names, tableau
 
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")
-ADAPTIVE_OPTIONS = ("first_step", "min_step", "force_min_step", "max_step", "max_num_steps", "safety", "ifactor", "dfactor",
-                    "controller", "pcoeff", "icoeff", "dcoeff", "step_t", "jump_t", "norm", "dtype")
+ADAPTIVE_OPTIONS = ("first_step", "min_step", "force_min_step", "max_step", "max_num_steps", "max_total_steps", "safety",
+                    "ifactor", "dfactor", "controller", "pcoeff", "icoeff", "dcoeff", "step_t", "jump_t", "norm", "dtype")
 # Default (pcoeff, icoeff, dcoeff) per controller: the integral controller is torchdiffeq's; the
 # PI controller uses Hairer & Wanner's 0.7/k, -0.4/k exponents; PID those of diffrax's H312PID.
 CONTROLLERS = {"integral": (0.0, 1.0, 0.0), "pi": (0.4, 0.3, 0.0), "pid": (1 / 18, 1 / 9, 1 / 18)}
@@ -86,6 +86,14 @@ def scalar_norm(name, value):
     except (TypeError, ValueError, RuntimeError):
         raise TypeError("%s must return a scalar (a number or a one-element Tensor), got %s"
                         % (name, _fmt(value))) from None
+
+
+def row_norms(name, value, rows):
+    """What a user norm returned for per-sample grids: one value per sample, as a list of floats."""
+    if not torch.is_tensor(value) or value.shape != (rows,):
+        raise TypeError("%s must return one norm per sample (a Tensor of shape (%d,)) with per-sample time grids, "
+                        "got %s" % (name, rows, _fmt(value)))
+    return value.detach().to("cpu", torch.float64).tolist()
 
 
 def _check_no_transform():
@@ -269,11 +277,26 @@ def constructed_grid(ctor, func, y0, t, t0, t1):
 FIXED_EVENT_MAX_STEPS = 20000
 
 
-def _max_num_steps(get, default):
-    mns = get("max_num_steps", default)
+def _max_num_steps(get, default, name="max_num_steps"):
+    mns = get(name, default)
     if isinstance(mns, bool) or not isinstance(mns, numbers.Integral) or mns < 1:
-        raise ValueError("options['max_num_steps'] must be a positive integer, got %r" % (mns,))
+        raise ValueError("options['%s'] must be a positive integer, got %r" % (name, mns))
     return int(mns)
+
+
+def _first_step(value, problem_t, per_row):
+    """options['first_step']: a positive number; with per-sample grids also a Tensor of one per sample.
+    Returns (first_step, first_step_rows)."""
+    if not (per_row and torch.is_tensor(value) and value.dim() == 1 and value.numel() > 1):
+        return _positive("first_step", value), []
+    if value.numel() != problem_t.shape[0]:
+        raise ValueError("options['first_step'] holds one step per sample: expected %d values, got shape %s"
+                         % (problem_t.shape[0], tuple(value.shape)))
+    rows = value.detach().to("cpu", torch.float64).tolist()
+    bad = [i for i, v in enumerate(rows) if not (v > 0 and math.isfinite(v))]
+    if bad:
+        raise ValueError("options['first_step'] must be positive and finite, got %r for sample %d" % (rows[bad[0]], bad[0]))
+    return 0.0, rows
 
 
 # Every option name some method takes: one of these that the chosen method does not take is ignored
@@ -302,14 +325,15 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, even
     if event and not tab["adaptive"]:
         valid = valid + ("max_num_steps",)
     _check_option_names(method, options, valid)
-    o = dict(first_step=0.0, min_step=0.0, force_min_step=False, max_step=math.inf, max_num_steps=2 ** 31 - 1, safety=0.9,
+    o = dict(first_step=0.0, first_step_rows=[], min_step=0.0, force_min_step=False, max_step=math.inf,
+             max_num_steps=2 ** 31 - 1, max_total_steps=0, safety=0.9,
              ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, step_t=[], jump_t=[],
              norm_groups=[], norm=None, grid=[], step_size=0.0, perturb=False, cubic=False, time_float32=False)
     get = options.get
     user_norm = None
     if tab["adaptive"]:
         if get("first_step") is not None:
-            o["first_step"] = _positive("first_step", get("first_step"))
+            o["first_step"], o["first_step_rows"] = _first_step(get("first_step"), problem_t, per_row)
         o["min_step"] = _positive("min_step", get("min_step", 0.0), allow_zero=True)
         o["max_step"] = _positive("max_step", get("max_step", math.inf), allow_inf=True)
         force = get("force_min_step", False)
@@ -319,6 +343,8 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, even
         if o["min_step"] > o["max_step"]:
             raise ValueError("options['min_step'] = %r exceeds options['max_step'] = %r" % (o["min_step"], o["max_step"]))
         o["max_num_steps"] = _max_num_steps(get, o["max_num_steps"])
+        if get("max_total_steps") is not None:
+            o["max_total_steps"] = _max_num_steps(get, 0, "max_total_steps")
         o["safety"] = _positive("safety", get("safety", 0.9))
         if o["safety"] > 1:
             raise ValueError("options['safety'] must be in (0, 1], got %r" % o["safety"])
@@ -352,8 +378,6 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, even
         if norm is not None:
             if not callable(norm):
                 raise TypeError("options['norm'] must be callable (tensor -> scalar), got %s" % _fmt(norm))
-            if per_row:
-                raise ValueError("options['norm'] (a user norm) is not supported with per-sample time grids")
             user_norm = norm
     else:
         perturb = get("perturb", False)

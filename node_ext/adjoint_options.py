@@ -81,7 +81,8 @@ def _augmented_norm(norm, problem, params):
       parameters left out by the seminorm (torchdiffeq's default adjoint norm uses the forward one);
     - otherwise None: the native mixed norm (RMS per member of y, of a, a_t and each parameter).
     """
-    state_norm = problem.user_norm
+    # (per-sample grids: the backward solve keeps the native per-sample norms)
+    state_norm = None if problem.per_row else problem.user_norm
     if not callable(norm) and state_norm is None:
         return None
     view, n, shape = problem.view, problem.y0.numel(), problem.y0.shape

@@ -4,7 +4,10 @@ A solve that cannot continue raises a subclass of :class:`SolverError`. These ar
 exceptions (never ``AssertionError``, which ``python -O`` strips), and they carry where the solve
 stopped: ``t`` (the time reached), ``stats`` (function evaluations and steps so far), ``sample``
 (the failing sample for per-sample time grids, else ``None``) and ``phase`` ("forward", or
-"backward" for the adjoint solve of :func:`node_ext.odeint_adjoint`).
+"backward" for the adjoint solve of :func:`node_ext.odeint_adjoint`). A forward solve's failure also
+carries what it had solved: ``partial``, the (T, *y0.shape) solution (detached) whose outputs
+``[0, outputs_done[i])`` are written for each sample i (one entry unless per-sample grids), the rest
+unspecified; both are ``None`` where nothing was recorded.
 
 An exception raised by the user's dynamics is not wrapped: it reaches the caller unchanged.
 """
@@ -19,9 +22,12 @@ class SolverError(RuntimeError):
         self.stats = dict(stats or {})
         self.sample = sample
         self.phase = phase
+        self.partial = None
+        self.outputs_done = None
 
     def __reduce__(self):
-        return (type(self), (self.args[0], self.t, self.stats, self.sample, self.phase))
+        return (type(self), (self.args[0], self.t, self.stats, self.sample, self.phase),
+                dict(partial=self.partial, outputs_done=self.outputs_done))
 
 
 class StepSizeError(SolverError):

@@ -4,7 +4,7 @@ import warnings
 import torch
 
 from . import _ops, adams, scipy_solver
-from ._problem import build_problem, scalar_norm
+from ._problem import build_problem, row_norms, scalar_norm
 from .compile_guard import eager_under_compile
 from .stats import check_stats, record
 
@@ -38,7 +38,11 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             not differentiable, see node_ext/scipy_solver.py).
         options: adaptive methods: first_step, min_step, force_min_step, max_step, max_num_steps,
             safety, ifactor, dfactor, controller ('integral' | 'pi' | 'pid'), pcoeff, icoeff, dcoeff,
-            step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default).
+            step_t, jump_t, norm (a callable), dtype (time dtype, torch.float64 by default),
+            max_total_steps (a bound on the step attempts over the whole solve; max_num_steps bounds
+            those between consecutive output times, as torchdiffeq). With a 2-D t, first_step may be a
+            Tensor of one step per sample and norm receives the (batch, ...) error ratio and returns one
+            norm per sample, shape (batch,).
             Fixed-grid methods: step_size, grid_constructor, perturb, interp ('linear' | 'cubic');
             Adams methods also max_order (default 12) and max_iters (default 4). An option of another
             method is ignored with a UserWarning (as torchdiffeq); a name no method takes is a ValueError.
@@ -96,6 +100,9 @@ def _norm_for(problem):
     norm = problem.user_norm
     if norm is None:
         return None
+    if problem.per_row:
+        rows = problem.y0.shape[0]
+        return lambda x: row_norms("options['norm']", norm(problem.as_state(x)), rows)
     return lambda x: scalar_norm("options['norm']", norm(problem.as_state(x)))
 
 

@@ -65,6 +65,13 @@ def record(counts, stats=None, backward=False):
         stats.add(counts, backward=backward)
 
 
+def last_counts():
+    """The raw counts of the most recent solve in this thread (a dict; with per-sample time grids it
+    also holds the lists ``n_steps_per_sample`` and ``n_accepted_per_sample``), or None."""
+    value = getattr(_last, "value", None)
+    return None if value is None else dict(value[0])
+
+
 def last_stats():
     """The statistics of the most recent solve in this thread (None before any solve)."""
     value = getattr(_last, "value", None)

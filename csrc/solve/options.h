@@ -40,18 +40,21 @@ struct SolveOptions {
   at::Tensor atol_elem;
   // Adaptive methods.
   double first_step = 0.0;  // <= 0: the Hairer-Norsett-Wanner initial step selection
+  std::vector<double> first_step_rows;  // per-row grids: one first step per row (replaces first_step)
   double min_step = 0.0;
   bool force_min_step = false;  // accept a step at min_step whatever its error (torchdiffeq), else fail
   double max_step = std::numeric_limits<double>::infinity();
-  int64_t max_num_steps = (int64_t(1) << 31) - 1;
+  int64_t max_num_steps = (int64_t(1) << 31) - 1;  // attempts between consecutive output times
+  int64_t max_total_steps = 0;  // > 0: bound on a row's attempts over the whole solve (torchode's max_steps)
   ControllerOptions controller;
   std::vector<double> step_t;  // times steps must land on
   std::vector<double> jump_t;  // ... after which f is re-evaluated (discontinuities of f)
   // Error norm: RMS per group, the maximum over groups (torchdiffeq's mixed norm for tuples).
   // Group sizes sum to the state's numel; empty: one group (or one per row for per-row grids).
   std::vector<int64_t> norm_groups;
-  // A user norm of the scaled error (err / tol, shaped like the state) replacing the above.
-  std::function<double(const at::Tensor&)> user_norm;
+  // A user norm of the scaled error (err / tol, shaped like the state) replacing the above: one
+  // value, or one per row for per-row grids.
+  std::function<std::vector<double>(const at::Tensor&)> user_norm;
   // Fixed-grid methods: an explicit grid (per row for per-row grids), else steps of step_size from
   // t[0] with a last, shorter step onto t[-1] (torchdiffeq's grid), else the output times.
   std::vector<std::vector<double>> grid;

@@ -45,6 +45,8 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
   if (!d["rtol_elem"].is_none()) o.rtol_elem = d["rtol_elem"].cast<at::Tensor>();
   if (!d["atol_elem"].is_none()) o.atol_elem = d["atol_elem"].cast<at::Tensor>();
   o.first_step = get<double>(d, "first_step");
+  if (d.contains("first_step_rows")) o.first_step_rows = get<std::vector<double>>(d, "first_step_rows");
+  if (d.contains("max_total_steps")) o.max_total_steps = get<int64_t>(d, "max_total_steps");
   o.min_step = get<double>(d, "min_step");
   o.force_min_step = get<bool>(d, "force_min_step");
   o.max_step = get<double>(d, "max_step");
@@ -60,7 +62,11 @@ SolveOptions parse_options(const std::string& method, const py::dict& d) {
   o.norm_groups = get<std::vector<int64_t>>(d, "norm_groups");
   if (!d["norm"].is_none()) {
     py::object norm = d["norm"];
-    o.user_norm = [norm](const at::Tensor& x) { return norm(x).cast<double>(); };
+    o.user_norm = [norm](const at::Tensor& x) {  // a number, or a list of one per row
+      py::object v = norm(x);
+      if (py::isinstance<py::list>(v)) return v.cast<std::vector<double>>();
+      return std::vector<double>{v.cast<double>()};
+    };
   }
   o.grid = get<std::vector<std::vector<double>>>(d, "grid");
   o.step_size = get<double>(d, "step_size");
@@ -121,6 +127,10 @@ py::dict stats_dict(const SolveStats& s) {
   d["n_accepted"] = s.n_accepted;
   d["n_rejected"] = s.n_rejected;
   d["n_unconverged"] = s.n_unconverged;
+  if (!s.row_steps.empty()) {
+    d["n_steps_per_sample"] = s.row_steps;
+    d["n_accepted_per_sample"] = s.row_accepted;
+  }
   return d;
 }
 
@@ -186,6 +196,10 @@ void bind_solve(py::module_& m) {
       py::object cls = py::module_::import("node_ext.errors").attr(name);
       py::object row = e.row >= 0 ? py::object(py::int_(e.row)) : py::object(py::none());
       py::object exc = cls(e.what(), e.t, stats_dict(e.stats), row, e.phase);
+      if (e.partial.defined()) {
+        exc.attr("partial") = e.partial;
+        exc.attr("outputs_done") = e.outputs_done;
+      }
       PyErr_SetObject(cls.ptr(), exc.ptr());
     }
   });

@@ -77,6 +77,11 @@ void RkSolver::setup() {
   next_out_.assign(R, 1);
   out_before_.assign(R, 1);
   steps_since_output_.assign(R, 0);
+  total_steps_.assign(R, 0);
+  if (pb_.per_row) {
+    stats_.row_steps.assign(R, 0);
+    stats_.row_accepted.assign(R, 0);
+  }
   if (pb_.event) {
     // No end but the event: output 1 is written when it is found.
     t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
@@ -97,8 +102,14 @@ void RkSolver::setup() {
   std::vector<char> all(R, 1);
   k_first_ = eval(t_cur_, all, (!tab_.adaptive && o_.perturb) ? 1 : 0, t_cur_T_, y_, quad_ ? &qk_first_ : nullptr);
   if (tab_.adaptive) {
-    h_abs_.assign(R, o_.first_step);
-    if (o_.first_step <= 0) initial_step();
+    if (!o_.first_step_rows.empty()) {
+      TORCH_CHECK(static_cast<int64_t>(o_.first_step_rows.size()) == R, "solve_ivp: ", o_.first_step_rows.size(),
+                  " first steps for ", R, " rows");
+      h_abs_ = o_.first_step_rows;
+    } else {
+      h_abs_.assign(R, o_.first_step);
+      if (o_.first_step <= 0) initial_step();
+    }
   }
 }
 
@@ -216,6 +227,7 @@ void RkSolver::attempt() {
   const std::vector<double>& err = estimate(h, y_new);
   ++stats_.n_steps;
   bool any = false;
+  const bool per_row_counts = !stats_.row_steps.empty();
   for (int64_t r = 0; r < rows_; ++r) {
     if (!active[r]) continue;
     accept[r] = decide(r, err[r]);
@@ -224,6 +236,10 @@ void RkSolver::attempt() {
       ++stats_.n_accepted;
     } else {
       ++stats_.n_rejected;
+    }
+    if (per_row_counts) {
+      ++stats_.row_steps[r];
+      stats_.row_accepted[r] += accept[r];
     }
   }
   if (pb_.on_step) pb_.on_step(accept[0] ? StepCallback::Accept : StepCallback::Reject, t_cur_[0], y_, q_, plan_[0].h);
@@ -239,6 +255,12 @@ void RkSolver::attempt() {
   // semantics), or before the event.
   for (int64_t r = 0; r < rows_; ++r) {
     if (!active[r]) continue;
+    ++total_steps_[r];
+    if (o_.max_total_steps > 0 && total_steps_[r] >= o_.max_total_steps && !done_[r]) {
+      fail(FailureKind::MaxStepsExceeded, r,
+           "max_total_steps (" + std::to_string(o_.max_total_steps) + ") reached before the last output time t = " +
+               str(pb_.t[r].back()));
+    }
     steps_since_output_[r] = next_out_[r] != out_before_[r] ? 0 : steps_since_output_[r] + 1;
     out_before_[r] = next_out_[r];
     if (steps_since_output_[r] >= o_.max_num_steps && !done_[r]) {
@@ -506,7 +528,14 @@ void RkSolver::fail(FailureKind kind, int64_t r, const std::string& what) {
   if (pb_.per_row) msg += ", sample " + std::to_string(r);
   msg += ", method " + method_name() + ", after " + std::to_string(stats_.n_fev) +
          " function evaluations)";
-  throw SolverFailure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
+  SolverFailure failure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
+  if (solution_.defined() && !pb_.event) {  // what was solved so far, for the caller to inspect
+    at::NoGradGuard no_grad;
+    assemble_recorded_outputs();
+    failure.partial = solution_.detach();
+    failure.outputs_done = next_out_;
+  }
+  throw failure;
 }
 
 }  // namespace rk_detail

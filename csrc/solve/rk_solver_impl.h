@@ -176,6 +176,7 @@ class RkSolver {
   std::vector<double> zeros_;
   std::vector<char> active_, accept_;
   std::vector<int64_t> next_out_;
+  std::vector<int64_t> total_steps_;  // attempts per row over the whole solve (max_total_steps)
   std::vector<int64_t> out_before_, steps_since_output_;  // max_num_steps: attempts since the last output
   std::vector<char> done_;
   std::vector<RowPlan> plan_;

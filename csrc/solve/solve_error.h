@@ -1,9 +1,12 @@
 // Statistics of a solve, and the failure raised when a solve cannot continue.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace node_ext {
 
@@ -13,6 +16,9 @@ struct SolveStats {
   int64_t n_accepted = 0;  // accepted steps (summed over rows for per-row grids)
   int64_t n_rejected = 0;  // rejected steps (summed over rows for per-row grids)
   int64_t n_unconverged = 0;  // implicit_adams: steps whose corrector iteration did not converge
+  // Per-row grids only: each row's step attempts (while it was running) and accepted steps.
+  std::vector<int64_t> row_steps;
+  std::vector<int64_t> row_accepted;
 };
 
 enum class FailureKind { StepSizeUnderflow, MaxStepsExceeded, NonFinite };
@@ -28,6 +34,10 @@ class SolverFailure : public std::runtime_error {
   int64_t row;   // sample that failed (per-row grids), or -1
   SolveStats stats;
   std::string phase;  // "forward", or "backward" for the adjoint solve
+  // What the forward solve had produced (detached; undefined where not recorded): the (T, *y0.shape)
+  // solution, whose outputs [0, outputs_done[r]) of each row (one entry unless per-row) are written.
+  at::Tensor partial;
+  std::vector<int64_t> outputs_done;
 };
 
 }  // namespace node_ext

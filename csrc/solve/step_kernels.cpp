@@ -174,8 +174,16 @@ const std::vector<double>& StepKernels::group_ratios(const double* ss, const at:
   if (opts_.user_norm) {
     // A non-finite error is NaN whatever the user's norm makes of it (a norm built on Python's
     // max() can drop a NaN): the step is then rejected and the failure reported, as without one.
-    const bool finite = at::isfinite(ratio).all().item<bool>();
-    ratios_.assign(1, finite ? std::abs(opts_.user_norm(ratio)) : std::numeric_limits<double>::quiet_NaN());
+    const int64_t rows = per_row_ ? rows_ : 1;
+    const at::Tensor finite = at::isfinite(ratio).reshape({rows, -1}).all(1).cpu();
+    const bool* ok = finite.data_ptr<bool>();
+    const std::vector<double> v = opts_.user_norm(ratio);
+    TORCH_CHECK(static_cast<int64_t>(v.size()) == rows, "node_ext: the user norm returned ", v.size(),
+                " values for ", rows, " rows");
+    ratios_.resize(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      ratios_[r] = ok[r] ? std::abs(v[r]) : std::numeric_limits<double>::quiet_NaN();
+    }
     return ratios_;
   }
   rms_.resize(group_sizes_.size());

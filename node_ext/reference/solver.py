@@ -29,10 +29,14 @@ def solve_reference(problem):
         solver = cls(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
         sol = solver.run()
         return sol, counts, solver.event_t
-    outs = []
+    outs, steps, accepted = [], [], []
     for r in range(problem.t.shape[0]):
         t_grad = problem.t_grad[r] if problem.t_grad is not None else None
+        before = counts["n_steps"], counts["n_accepted"]
         outs.append(_Solver(problem, problem.y0[r:r + 1], problem.t[r].tolist(), t_grad, counts, row=r).run())
+        steps.append(counts["n_steps"] - before[0])
+        accepted.append(counts["n_accepted"] - before[1])
+    counts.update(n_steps_per_sample=steps, n_accepted_per_sample=accepted)
     return torch.cat(outs, dim=1), counts, None
 
 
@@ -144,7 +148,9 @@ class _Solver:
             grid = times
         gpos = 0
         if tab["adaptive"]:
-            h_abs = self.o["first_step"] if self.o["first_step"] > 0 else self.initial_step(y, k0)
+            first = self.o["first_step_rows"][self.row] if self.o["first_step_rows"] else self.o["first_step"]
+            h_abs = first if first > 0 else self.initial_step(y, k0)
+        total_steps = 0
         prev = [1.0, 1.0]
         nonfinite = False
         while self.t != self.t_end:
@@ -251,6 +257,9 @@ class _Solver:
                 self.counts["n_rejected"] += 1
             if tab["adaptive"]:
                 h_abs = self.next_step(abs(h), err, accept, prev)
+            total_steps += 1
+            if 0 < self.o["max_total_steps"] <= total_steps and self.t != self.t_end:
+                self.fail(MaxStepsError, "max_total_steps (%d) reached" % self.o["max_total_steps"])
             since_output = 0 if next_out != out_before else since_output + 1
             out_before = next_out
             if since_output >= self.o["max_num_steps"] and self.t != self.t_end:
