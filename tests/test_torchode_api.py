@@ -86,7 +86,8 @@ def test_mixed_batches_are_solved_in_groups():
     te = torch.tensor([[0.0, 0.5, 1.0], [0.2, 0.6, 1.0], [0.0, -0.4, -1.5], [0.3, 0.3, 0.3]], dtype=torch.float64)
     t_start = torch.tensor([0.0, 0.0, 0.0, 0.3], dtype=torch.float64)
     t_end = torch.tensor([1.0, 1.2, -1.5, 0.3], dtype=torch.float64)
-    sol = solve(nto, y0, te, t_start=t_start, t_end=t_end)
+    first = torch.tensor([1e-3, 2e-3, 3e-3, 4e-3], dtype=torch.float64)  # per-sample first steps, per group
+    sol = solve(nto, y0, te, t_start=t_start, t_end=t_end, dt0=first)
     ref = exact(y0, te - t_start[:, None])
     assert (sol.ys - ref).abs().max() < 1e-8
     assert sol.status.tolist() == [0] * 4 and sol.stats["n_initialized"].tolist() == [3] * 4

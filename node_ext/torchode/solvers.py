@@ -68,7 +68,7 @@ class _Solver(torch.nn.Module):
         for index, pre, post, group_dt in groups:
             t, cols = grid_of(problem, index, pre, post)
             y0 = problem.y0 if index is None else problem.y0[index]
-            first = None if dt is None or fixed else (dt if index is None else dt[index])
+            first = None if dt is None or fixed else (dt if index is None else dt[index.cpu()])
             ys, counts = self._group(term.bound(args), term, y0, t, cols, first, group_dt)
             parts.append(ys)
             indices.append(index)
