@@ -95,3 +95,23 @@ class TupleDynamics(torch.nn.Module):
 
     def forward(self, t, s):
         return (self.w * s[1].expand(3), -s[0][:1])
+
+
+def adjoint_grads_native_and_python(f, y0, t, calls, **solve_options):
+    """[y0.grad, t.grad, parameter grads...] of odeint_adjoint(f, y0, t)[-1].pow(2).sum() with f
+    run natively (asserting that its forward, which appends to ``calls``, was never called) and
+    from Python (``f.native = False``), as two lists."""
+    import node_ext
+
+    grads = []
+    for native in (True, False):
+        f.native = native
+        f.zero_grad()
+        y0.grad = t.grad = None
+        calls.clear()
+        node_ext.odeint_adjoint(f, y0, t, **solve_options)[-1].pow(2).sum().backward()
+        if native:
+            assert calls == []
+        grads.append([y0.grad.clone(), t.grad.clone()] + [p.grad.clone() for p in f.parameters()])
+    f.native = True
+    return grads

@@ -8,6 +8,7 @@ from torch import nn
 
 import node_ext
 from node_ext.nn.native import native_dynamics
+from problems import adjoint_grads_native_and_python
 
 CALLS = []
 
@@ -83,17 +84,7 @@ def test_adjoint_gradients_equal_pythons(first, power):
     f = TimeODE(COLUMNS["ones_like"][0], first=first, power=power).double()
     y0 = (0.5 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_()
     t = torch.tensor([0.2, 0.9], dtype=torch.float64, requires_grad=True)
-    grads = []
-    for native in (True, False):
-        f.native = native
-        f.zero_grad()
-        y0.grad = t.grad = None
-        CALLS.clear()
-        loss = node_ext.odeint_adjoint(f, y0, t, rtol=1e-9, atol=1e-11)[-1].pow(2).sum()
-        loss.backward()
-        if native:
-            assert CALLS == []
-        grads.append([y0.grad.clone(), t.grad.clone()] + [p.grad.clone() for p in f.parameters()])
+    grads = adjoint_grads_native_and_python(f, y0, t, CALLS, rtol=1e-9, atol=1e-11)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
 

@@ -75,17 +75,37 @@ void MLPActivation::apply_(at::Tensor& x) const {
   }
 }
 
-MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
+namespace {
+
+std::vector<TimeInput> first_layer_time(size_t layers, bool time_dependent, bool time_first) {
+  if (time_first && !time_dependent) invalid("time_first needs time_dependent=True");
+  std::vector<TimeInput> inputs(layers, TimeInput::None);
+  if (layers > 0 && time_dependent) inputs[0] = time_first ? TimeInput::First : TimeInput::Last;
+  return inputs;
+}
+
+}  // namespace
+
+MLPDynamics::MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
                          MLPActivation activation, bool time_dependent, int64_t input_power, bool time_first)
-    : weights_(std::move(weights)), biases_(std::move(biases)), activation_(std::move(activation)),
-      time_dependent_(time_dependent), input_power_(input_power), time_first_(time_first) {
+    : MLPDynamics(weights, biases, std::move(activation), first_layer_time(weights.size(), time_dependent, time_first),
+                  input_power) {}
+
+MLPDynamics::MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
+                         MLPActivation activation, std::vector<TimeInput> time_inputs, int64_t input_power)
+    : weights_(weights), biases_(biases), activation_(std::move(activation)), time_inputs_(std::move(time_inputs)),
+      time_dependent_(false), input_power_(input_power) {
   if (weights_.empty()) invalid("weights must hold at least one layer");
-  if (time_first_ && !time_dependent_) invalid("time_first needs time_dependent=True");
   if (input_power_ < 1) invalid("input_power must be a positive integer, got " + std::to_string(input_power_));
   if (biases_.size() != weights_.size()) {
     invalid("biases must hold one entry (a tensor or None) per layer: " + std::to_string(weights_.size()) +
             " weights, " + std::to_string(biases_.size()) + " biases");
   }
+  if (time_inputs_.size() != weights_.size()) {
+    invalid("time_inputs must hold one entry per layer: " + std::to_string(weights_.size()) + " weights, " +
+            std::to_string(time_inputs_.size()) + " time inputs");
+  }
+  for (TimeInput t : time_inputs_) time_dependent_ = time_dependent_ || t != TimeInput::None;
   const at::Tensor& w0 = weights_[0];
   for (size_t i = 0; i < weights_.size(); ++i) {
     const at::Tensor& w = weights_[i];
@@ -94,10 +114,11 @@ MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optio
     if (!at::isFloatingType(w.scalar_type()) || w.scalar_type() != w0.scalar_type() || w.device() != w0.device()) {
       invalid(name + " must have the floating dtype and device of weights[0]");
     }
-    if (i > 0 && w.size(1) != weights_[i - 1].size(0)) {
-      invalid(name + " of shape " + shape_of(w) + " does not take the " + std::to_string(weights_[i - 1].size(0)) +
-              " outputs of the layer before it");
-    }
+  }
+  dim_ = weights_.back().size(0);
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    const at::Tensor& w = weights_[i];
+    const std::string name = "weights[" + std::to_string(i) + "]";
     const std::optional<at::Tensor>& b = biases_[i];
     if (b && b->defined()) {
       if (b->dim() != 1 || b->size(0) != w.size(0)) {
@@ -107,14 +128,16 @@ MLPDynamics::MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optio
         invalid("biases[" + std::to_string(i) + "] must have the dtype and device of weights[0]");
       }
     }
+    const bool timed = time_inputs_[i] != TimeInput::None;
+    const int64_t takes = (i == 0 ? dim_ : weights_[i - 1].size(0)) + (timed ? 1 : 0);
+    if (w.size(1) != takes) {
+      invalid(name + " of shape " + shape_of(w) +
+              (i == 0 ? " for a state of width " + std::to_string(dim_)
+                      : " does not take the " + std::to_string(weights_[i - 1].size(0)) + " outputs of the layer before it") +
+              (timed ? " and time as an extra input" : "") + ": expected " + std::to_string(takes) + " inputs");
+    }
   }
-  dim_ = weights_.back().size(0);
   for (const at::Tensor& w : weights_) work_per_row_ += w.size(0) * w.size(1);
-  const int64_t in = dim_ + (time_dependent_ ? 1 : 0);
-  if (w0.size(1) != in) {
-    invalid("weights[0] of shape " + shape_of(w0) + " for a state of width " + std::to_string(dim_) +
-            (time_dependent_ ? " and time as an extra input" : "") + ": expected " + std::to_string(in) + " inputs");
-  }
 }
 
 at::Tensor MLPDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
@@ -124,15 +147,17 @@ at::Tensor MLPDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
 at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) const {
   // y ** p as Python computes it (Tensor.__pow__ with an integer exponent).
   at::Tensor x = input_power_ == 1 ? y : at::pow(y, input_power_);
+  at::Tensor tt;
   if (time_dependent_) {
-    // As node_ext.nn.add_time: the time (one per row, or one for all) as the last feature.
+    // As node_ext.nn.add_time: the time (one per row, or one for all) as an extra feature.
     TORCH_CHECK(y.dim() == 2, "MLPDynamics: a time-dependent MLP takes a state of shape (batch, ", dim_,
                 "), got ", y.sizes());
-    const at::Tensor tt = t.reshape({-1, 1}).to(y.scalar_type()).expand({y.size(0), 1});
-    x = time_first_ ? at::cat({tt, x}, 1) : at::cat({x, tt}, 1);
+    tt = t.reshape({-1, 1}).to(y.scalar_type()).expand({y.size(0), 1});
   }
   const size_t n = weights_.size();
   for (size_t i = 0; i < n; ++i) {
+    if (time_inputs_[i] == TimeInput::Last) x = at::cat({x, tt}, 1);
+    if (time_inputs_[i] == TimeInput::First) x = at::cat({tt, x}, 1);
     x = at::linear(x, weights_[i], biases_[i]);
     if (i + 1 < n) x = activation_(x);
   }
@@ -144,7 +169,7 @@ bool MLPDynamics::fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool 
   if (!y.device().is_cpu() || !weights_[0].device().is_cpu() || y.scalar_type() != dtype || !y.is_contiguous() ||
       (dtype != at::kFloat && dtype != at::kDouble) || y.dim() < 1 || y.size(-1) != dim_ ||
       (time_dependent_ && y.dim() != 2) || (small_only && y.numel() / dim_ * work_per_row_ > kFusedMaxWork) ||
-      t.numel() > std::max<int64_t>(1, y.numel() / dim_)) {
+      (time_dependent_ && t.numel() != 1 && t.numel() != y.numel() / dim_)) {
     return false;
   }
   for (const std::optional<at::Tensor>& b : biases_) {  // read in place by the fused kernels
@@ -176,8 +201,8 @@ void MLPDynamics::refresh_transposed() {
     if (transposed_[i].defined() && versions_[i] == v) continue;
     // (in, out) for the forward layers and (out, in) for the vector-Jacobian products, with the
     // padding the layer kernel's edge tiles read past the end. The kernels take the time as the
-    // last input: a time_first layer's columns are rotated.
-    const at::Tensor w = i == 0 && time_first_ ? at::roll(weights_[0], -1, 1) : weights_[i];
+    // last input: the columns of a layer taking it first are rotated.
+    const at::Tensor w = time_inputs_[i] == TimeInput::First ? at::roll(weights_[i], -1, 1) : weights_[i];
     const int64_t padding = w.scalar_type() == at::kFloat ? cpu::kDensePadding<float> : cpu::kDensePadding<double>;
     transposed_[i] = at::zeros({w.numel() + padding}, w.options().requires_grad(false));
     transposed_[i].narrow(0, 0, w.numel()).view({w.size(1), w.size(0)}).copy_(w.detach().t());
@@ -209,7 +234,7 @@ void MLPDynamics::fused_layers(const at::Tensor& t, const at::Tensor& y, at::Ten
     at::Tensor& dst = l + 1 < n ? hidden_[l] : out;
     const T* wt = transposed_[l].data_ptr<T>();
     const T* b = biases_[l] && biases_[l]->defined() ? biases_[l]->data_ptr<T>() : nullptr;
-    const bool with_time = l == 0 && time_dependent_;
+    const bool with_time = time_inputs_[l] != TimeInput::None;
     cpu::dense_layer<T>(x, rows, in, wt, b, with_time ? tt.data_ptr<T>() : nullptr, tt.numel() > 1 ? 1 : 0,
                         with_time ? wt + in * width : nullptr, width, dst.data_ptr<T>());
     if (l + 1 < n) activation_.apply_(dst);

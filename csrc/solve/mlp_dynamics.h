@@ -1,4 +1,5 @@
-// Native dynamics: a multilayer perceptron dy/dt = MLP([y, t]) (or MLP(y), or MLP(y**p)) evaluated by ATen
+// Native dynamics: a multilayer perceptron dy/dt = MLP([y, t]) (or MLP(y), or MLP(y**p), or with the
+// time as an extra input of every layer, as FFJORD's ConcatLinear layers) evaluated by ATen
 // from C++, so that a whole solve (and its adjoint backward pass) runs without entering Python.
 // It computes exactly what node_ext.nn.MLPODEF computes in Python (the same ATen calls: time
 // appended as a last feature, torch.nn.functional.linear, the activation), so the two give
@@ -34,14 +35,22 @@ struct MLPActivation {
   void apply_(at::Tensor& x) const;  // in place, no autograd
 };
 
+// Where a layer takes the time: not at all, as its last input or as its first input.
+enum class TimeInput : int8_t { None, Last, First };
+
 class MLPDynamics : public Dynamics {
  public:
-  // weights[i]: (out_i, in_i), biases[i]: (out_i,) or none; in_0 = dim + time_dependent,
-  // in_{i+1} = out_i, out_last = dim. All of one floating dtype and device. input_power p >= 1:
-  // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). The time is
-  // the first layer's last input, or its first with time_first (cat([t, y]), as FFJORD's layers).
-  // Throws std::invalid_argument naming the argument and the shapes otherwise.
-  MLPDynamics(std::vector<at::Tensor> weights, std::vector<std::optional<at::Tensor>> biases,
+  // weights[i]: (out_i, in_i), biases[i]: (out_i,) or none; time_inputs[i] says whether layer i
+  // takes the time as an extra input (last or first), so in_0 = dim + [time_inputs[0] != None],
+  // in_{i+1} = out_i + [time_inputs[i+1] != None], out_last = dim (Grathwohl et al., "FFJORD",
+  // ICLR 2019, give every layer the time). All of one floating dtype and device. input_power p >= 1:
+  // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). Throws
+  // std::invalid_argument naming the argument and the shapes otherwise.
+  MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
+              MLPActivation activation, std::vector<TimeInput> time_inputs, int64_t input_power = 1);
+
+  // The time, when time_dependent, as the first layer's last input, or its first with time_first.
+  MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
               MLPActivation activation, bool time_dependent, int64_t input_power = 1, bool time_first = false);
 
   // t: () or (rows,), y: (rows, dim) (or (..., dim) when not time-dependent). Evaluated by ATen
@@ -70,16 +79,17 @@ class MLPDynamics : public Dynamics {
   int64_t dim() const { return dim_; }
   bool time_dependent() const { return time_dependent_; }
   int64_t input_power() const { return input_power_; }
-  bool time_first() const { return time_first_; }
+  bool time_first() const { return time_inputs_[0] == TimeInput::First; }
+  const std::vector<TimeInput>& time_inputs() const { return time_inputs_; }
   const std::vector<at::Tensor>& weights() const { return weights_; }
 
  private:
   std::vector<at::Tensor> weights_;
   std::vector<std::optional<at::Tensor>> biases_;
   MLPActivation activation_;
-  bool time_dependent_;
+  std::vector<TimeInput> time_inputs_;
+  bool time_dependent_;  // some layer takes the time
   int64_t input_power_;
-  bool time_first_;
   int64_t dim_;
   int64_t work_per_row_ = 0;  // multiply-adds per row of the state
 
@@ -90,7 +100,8 @@ class MLPDynamics : public Dynamics {
   void fused_layers(const at::Tensor& t, const at::Tensor& y, at::Tensor& out);
   template <typename T>
   void vjp_layers(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_params,
-                  at::Tensor& f, at::Tensor& input_grad, std::vector<at::Tensor>& dw, std::vector<at::Tensor>& db);
+                  at::Tensor& f, at::Tensor& input_grad, at::Tensor& time_grad, std::vector<at::Tensor>& dw,
+                  std::vector<at::Tensor>& db);
   void refresh_transposed();
   // y**input_power into powered_ (reused), or y itself when the power is 1; no autograd.
   const at::Tensor& powered_state(const at::Tensor& y);

@@ -124,6 +124,55 @@ TEST_CASE(fused_vjp_matches_autograd_for_every_activation) {
   }
 }
 
+TEST_CASE(time_at_every_layer_matches_aten_and_autograd) {
+  // FFJORD-style layers: the time enters every layer (first, last or not at all, per layer). The
+  // fused forward against ATen (which concatenates the time as torch.cat would), the fused
+  // vector-Jacobian products against autograd, per-row times and one shared time.
+  at::manual_seed(3);
+  using TI = TimeInput;
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    const auto o = at::TensorOptions().dtype(dtype);
+    std::vector<at::Tensor> w{at::randn({9, 6}, o), at::randn({11, 10}, o) * 0.3, at::randn({8, 11}, o) * 0.3,
+                              at::randn({5, 9}, o) * 0.3};
+    std::vector<std::optional<at::Tensor>> b{at::randn({9}, o), at::randn({11}, o), std::nullopt, at::randn({5}, o)};
+    for (auto& x : w) x.set_requires_grad(true);
+    for (auto& x : b) {
+      if (x) x->set_requires_grad(true);
+    }
+    for (const char* name : {"Tanh", "Softplus", "ELU"}) {
+      MLPDynamics f(w, b, act(name), std::vector<TI>{TI::First, TI::Last, TI::None, TI::First}, dtype == at::kFloat ? 1 : 2);
+      EXPECT(f.time_dependent() && f.time_first() && f.time_inputs()[2] == TI::None);
+      const std::vector<at::Tensor> params{w[0], *b[0], w[1], *b[1], w[2], w[3], *b[3]};
+      const double tol = dtype == at::kFloat ? 2e-5 : 1e-12;
+      for (int64_t rows : {1, 6}) {
+        const at::Tensor y = at::randn({rows, 5}, o), cot = at::randn({rows, 5}, o);
+        for (const at::Tensor& t : {at::scalar_tensor(0.7, o), at::randn({rows}, o)}) {
+          {
+            c10::AutoGradMode no_grad(false);
+            EXPECT(f.fused_applies(t, y));
+            EXPECT_NEAR((f(t, y) - f.eval_aten(t, y)).abs().max().item<double>(), 0.0, tol);
+          }
+          at::Tensor out;
+          std::vector<at::Tensor> grads;
+          EXPECT(f.eval_vjp(t, y, cot, true, params, &out, &grads));
+          const at::Tensor yg = y.clone().set_requires_grad(true), tg = t.clone().set_requires_grad(true);
+          std::vector<at::Tensor> inputs{yg, tg};
+          inputs.insert(inputs.end(), params.begin(), params.end());
+          const at::Tensor ref = f.eval_aten(tg, yg);
+          const auto expected = torch::autograd::grad({ref}, inputs, {cot}, false, false, true);
+          EXPECT_NEAR((out - ref.detach()).abs().max().item<double>(), 0.0, tol);
+          EXPECT(grads.size() == inputs.size());
+          for (size_t i = 0; i < grads.size(); ++i) {
+            EXPECT(grads[i].sizes() == inputs[i].sizes());
+            EXPECT_NEAR((grads[i] - expected[i]).abs().max().item<double>(), 0.0,
+                        tol * (1.0 + expected[i].abs().max().item<double>()));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE(constructor_checks_shapes_and_names) {
   const at::Tensor w = at::randn({4, 3}, at::kDouble);
   auto throws = [](auto fn) {
@@ -140,6 +189,12 @@ TEST_CASE(constructor_checks_shapes_and_names) {
   EXPECT(throws([&] { MLPActivation::named("Hardtanh", 1.0, 20.0, "none"); }));
   EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 0); }));
   EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 1, true); }));
+  // time_inputs: one per layer, and a layer taking the time has one more input.
+  const std::vector<at::Tensor> two{at::randn({6, 5}, at::kDouble), at::randn({4, 6}, at::kDouble)};
+  EXPECT(throws([&] { MLPDynamics(two, {std::nullopt, std::nullopt}, act("Tanh"), std::vector<TimeInput>{TimeInput::Last}); }));
+  EXPECT(throws([&] {
+    MLPDynamics(two, {std::nullopt, std::nullopt}, act("Tanh"), std::vector<TimeInput>{TimeInput::Last, TimeInput::Last});
+  }));
   MLPDynamics ok({at::randn({4, 5}, at::kDouble)}, {std::nullopt}, act("ReLU"), true);
   EXPECT(ok.dim() == 4 && ok.time_dependent());
 }

@@ -21,6 +21,9 @@ class MLPODEF(ODEF):
         dim: the state's width.
         hidden: widths of the hidden layers.
         activation: an nn.Module class, placed after every hidden layer.
+        time_dependent: whether the time is an input.
+        time_layers: 'first': the time is an extra input of the first layer; 'all': of every layer
+            (as the ConcatLinear layers of Grathwohl et al., "FFJORD", ICLR 2019).
         native: let odeint evaluate it in C++ (node_ext._C.MLPDynamics: the same ATen calls as
             ``forward``, identical results) so that whole solves run without Python; it applies when
             the activation is Tanh, ReLU, ELU, Softplus, Sigmoid, SiLU, LeakyReLU or GELU and no
@@ -28,29 +31,45 @@ class MLPODEF(ODEF):
             always call ``forward``.
     """
 
-    def __init__(self, dim, hidden=(64, 64), activation=nn.Tanh, time_dependent=True, native=True):
+    def __init__(self, dim, hidden=(64, 64), activation=nn.Tanh, time_dependent=True, native=True,
+                 time_layers="first"):
         super().__init__()
         self.native = native
         if dim < 1 or any(h < 1 for h in hidden):
             raise ValueError("dim and hidden widths must be positive, got dim=%r, hidden=%r" % (dim, hidden))
+        if time_layers not in ("first", "all"):
+            raise ValueError("time_layers must be 'first' or 'all', got %r" % (time_layers,))
         self.time_dependent = time_dependent
-        widths = [dim + (1 if time_dependent else 0), *hidden, dim]
+        self.time_layers = time_layers
+        widths = [dim, *hidden, dim]
         layers = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(nn.Linear(a, b))
+            timed = time_dependent and (i == 0 or time_layers == "all")
+            layers.append(nn.Linear(a + (1 if timed else 0), b))
             if i < len(widths) - 2:
                 layers.append(activation())
         self.net = nn.Sequential(*layers)
 
+    def _time_inputs(self):
+        n = len(self.net) // 2 + 1
+        if not self.time_dependent:
+            return ["none"] * n
+        return ["last"] * n if self.time_layers == "all" else ["last"] + ["none"] * (n - 1)
+
     def forward(self, z, t):
-        return self.net(add_time(z, t) if self.time_dependent else z)
+        if not self.time_dependent or self.time_layers == "first":
+            return self.net(add_time(z, t) if self.time_dependent else z)
+        x = z
+        for layer in self.net:
+            x = layer(add_time(x, t)) if isinstance(layer, nn.Linear) else layer(x)
+        return x
 
     def native_form(self, z0):
         """node_ext._C.MLPDynamics computing forward for states like z0, or None (see __init__)."""
         if not self.native or not runs_own_forward(self, MLPODEF) or not without_hooks(self):
             return None
         dim = self.net[-1].out_features if len(self.net) and isinstance(self.net[-1], nn.Linear) else -1
-        return mlp_dynamics(self.net, dim, self.time_dependent, z0)
+        return mlp_dynamics(self.net, dim, self._time_inputs(), z0)
 
 
 def _norm(kind, channels):

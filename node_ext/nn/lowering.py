@@ -4,18 +4,20 @@ its code, like :class:`node_ext.nn.MLPODEF` (node_ext/nn/native.py).
 
 ``forward`` is traced once with torch.fx (symbolic tracing, which records the tensor operations
 without computing) and the graph is accepted only when it is a chain from ``y`` to the output:
-an optional integer power of ``y``, optionally the time concatenated as a first or last column
-(``torch.cat([y, t.expand(y.shape[0], 1)], 1)``, ``torch.cat([torch.ones_like(y[:, :1]) * t, y], -1)``,
-...), then ``nn.Linear`` modules with one and the same activation between them, as a module
-(``nn.Tanh()``, ``nn.ELU(alpha)``, ...) or a function (``torch.tanh``, ``F.softplus(x, beta=2)``,
-``x.relu()``, ...). That covers the dynamics of torchdiffeq's examples (``self.net(y**3)``,
-fc1 -> ELU -> fc2 -> ELU -> fc3) and of Chen et al., "Neural Ordinary Differential Equations",
-NeurIPS 2018. Anything else (convolutions, residual connections, the time entering elsewhere,
-control flow on values) is called from Python as usual.
+an optional integer power of ``y``, then ``nn.Linear`` modules with one and the same activation
+between them, as a module (``nn.Tanh()``, ``nn.ELU(alpha)``, ...) or a function (``torch.tanh``,
+``F.softplus(x, beta=2)``, ``x.relu()``, ...), where any Linear may take the time concatenated to
+its input as a first or last column (``torch.cat([y, t.expand(y.shape[0], 1)], 1)``, FFJORD's
+``torch.cat([torch.ones_like(x[:, :1]) * t, x], 1)`` at every layer, ...). That covers the dynamics
+of torchdiffeq's examples (``self.net(y**3)``, fc1 -> ELU -> fc2 -> ELU -> fc3), of Chen et al.,
+"Neural Ordinary Differential Equations", NeurIPS 2018, and the ConcatLinear MLPs of Grathwohl et
+al., "FFJORD", ICLR 2019. Anything else (convolutions, residual connections, the time entering
+elsewhere, control flow on values) is called from Python as usual.
 
-The time column may be computed in any way from ``t`` and the shape of ``y`` (no module state, no
-in-place operation): it is checked by running that part of the graph on probe times (and, for
-per-sample time grids, one time per row), and accepted only when it is exactly ``t`` in every row.
+A time column may be computed in any way from ``t`` and one tensor of the chain (its shape, say;
+no module state, no in-place operation): it is checked by running that part of the graph on probe
+times and inputs (and, for per-sample time grids, one time per row), and accepted only when it is
+exactly ``t`` in every row.
 
 A forward with side effects would lose them when run natively, so tracing must leave every module's
 attributes as they were: a forward that counts its calls (``self.nfe += 1``) or stores anything on
@@ -75,18 +77,19 @@ def native_form(func, y0, per_row=False):
     plan = cached[2]
     if plan is None or plan is _IMPURE:
         return None
-    power, names, activation, time = plan
-    if time is not None:
+    power, names, activation, time_inputs, columns = plan
+    linears = [func.get_submodule(n) for n in names]
+    if columns:
         key = (tuple(y0.shape), y0.dtype, y0.device, per_row)
         if key not in cached[3]:
             if len(cached[3]) >= 64:  # many state shapes: keep the checks bounded
                 cached[3].clear()
-            cached[3][key] = _is_time_column(time[1], y0, per_row)
+            cached[3][key] = y0.dim() == 2 and all(
+                _is_time_column(column, y0.shape[0], y0.shape[1] if k in (None, 0) else linears[k - 1].out_features,
+                                y0, per_row) for column, k in columns)
         if not cached[3][key]:
             return None
-    linears = [func.get_submodule(n) for n in names]
-    return mlp_from_layers(linears, activation, y0.shape[-1] if y0.dim() else -1, time is not None, y0, power,
-                           time is not None and time[0])
+    return mlp_from_layers(linears, activation, y0.shape[-1] if y0.dim() else -1, y0, power, time_inputs)
 
 
 _PLAIN = frozenset((bool, int, float, str, type(None)))
@@ -145,10 +148,11 @@ def _restore(modules, snapshot):
 
 
 def _plan(func):
-    """(input power, qualified names of the Linear layers, activation, time) when func's forward is a
-    supported chain (module docstring), time being None or (time first, the graph of the time column
-    as a module of (t, y)); _IMPURE when tracing changed func's attributes (they are restored); else
-    None."""
+    """(input power, qualified names of the Linear layers, activation, time input of each layer
+    ('none' | 'last' | 'first'), time columns [(module of (t, x), x's position: the number of Linear
+    layers before it, None when the column reads no tensor of the chain)]) when func's forward is a
+    supported chain (module docstring); _IMPURE when tracing changed func's attributes (they are
+    restored); else None."""
     modules = list(func.modules())
     snapshot = _snapshot(modules)
     before = [{k: _entry(v) for k, v in vars(m).items()} for m in modules]
@@ -163,120 +167,151 @@ def _plan(func):
 
 
 def _chain(func, graph):
+    """The plan of a supported chain (see _plan), followed forward from ``y``: each node's one user
+    that continues the chain (a power, a Linear, an activation, a concatenation with a time column,
+    the output); its other users may only compute time columns."""
     nodes = list(graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 2:
         return None
-    time = _time_concat(nodes, *inputs) if inputs[0].users else None
-    if inputs[0].users and time is None:
-        return None
-    column_nodes = time[2] if time else frozenset()
-    current, power, names, acts, time_first = inputs[1], 1, [], [], None
-    for node in nodes[len(inputs):]:
-        if node in column_nodes:
-            continue
+    t, current = inputs
+    chain, columns = [current], {}  # columns: column node -> (time first, chain node it is built from)
+    power, names, acts, time_inputs, pending = 1, [], [], [], None
+    while True:
+        nexts = [u for u in current.users if _continues(func, u, current)]
+        if len(nexts) != 1:
+            return None
+        node = nexts[0]
         if node.op == "output":
-            ok = node.args == (current,) and names and len(acts) == len(names) - 1
-            time_plan = (time_first, _column_module(func, nodes, inputs, time)) if time else None
-            return ((power, names, acts[0] if acts else None, time_plan)
-                    if ok and all(a == acts[0] for a in acts) else None)
-        if len([u for u in current.users if u not in column_nodes]) != 1:
-            return None
-        if time and node is time[0]:  # the concatenation of the state and the time column
-            if names or time[3][1 - time[4]] is not current:
-                return None
-            time_first, current = time[4] == 0, node
-            continue
-        if not node.args or node.args[0] is not current:
-            return None
-        step = _step(func, node)
-        if step is None:
-            return None
-        kind, value = step
-        if kind == "power" and not names and power == 1:
+            break
+        step = ("cat", _time_part(node, current)) if node.target is torch.cat else _step(func, node)
+        kind, value = step if step else (None, None)
+        if kind == "cat" and value is not None and pending is None and len(acts) == len(names):
+            pending = value[0]
+            columns.setdefault(value[1], set()).add(pending)
+        elif kind == "power" and not names and power == 1 and pending is None:
             power = value
         elif kind == "linear" and len(acts) == len(names):
             names.append(value)
-        elif kind == "activation" and len(acts) == len(names) - 1:
+            time_inputs.append(pending or "none")
+            pending = None
+        elif kind == "activation" and len(acts) == len(names) - 1 and pending is None:
             acts.append(value)
         else:
             return None
+        chain.append(node)
         current = node
-    return None
-
-
-def _time_concat(nodes, t, y):
-    """(cat node, column node, the column's nodes, the cat's two inputs, the column's position) when
-    ``t`` is used only to build one input of a single ``torch.cat`` along the last dimension of a
-    2-D state; else None."""
-    cats = [n for n in nodes if n.op == "call_function" and n.target is torch.cat]
-    if len(cats) != 1:
+    if not names or len(acts) != len(names) - 1 or any(a != acts[0] for a in acts) or pending is not None:
         return None
-    cat = cats[0]
+    plans = _column_plans(func, nodes, t, chain, columns)
+    if plans is None:
+        return None
+    return power, names, acts[0] if acts else None, time_inputs, plans
+
+
+def _continues(func, user, current):
+    """Whether ``user`` continues the chain at ``current``: the output of current alone, a torch.cat
+    of current with one other tensor, or a supported step (_step) of current."""
+    if user.op == "output":
+        return user.args == (current,)
+    if user.op == "call_function" and user.target is torch.cat:
+        parts = user.args[0] if user.args else None
+        return isinstance(parts, (list, tuple)) and current in parts
+    return bool(user.args) and user.args[0] is current and _step(func, user) is not None
+
+
+def _time_part(cat, current):
+    """("first" | "last", the other part) when ``cat`` joins ``current`` and one other node along
+    the last dimension of a 2-D state; else None."""
     dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
-    parts = cat.args[0] if cat.args else None
-    if (set(cat.kwargs) - {"dim"} or dim not in (1, -1) or not isinstance(parts, (list, tuple)) or len(parts) != 2
-            or not all(isinstance(p, fx.Node) for p in parts)):
+    parts = cat.args[0]
+    if (set(cat.kwargs) - {"dim"} or dim not in (1, -1) or len(parts) != 2
+            or not all(isinstance(p, fx.Node) for p in parts) or parts[0] is parts[1]):
         return None
-    for position in (0, 1):
-        column = parts[position]
-        members = _ancestors(column)
-        if members is None or t not in members:
-            continue
-        members.discard(t)
-        members.discard(y)
-        if parts[1 - position] in members:
-            continue
-        inner = members | {t}
-        if all(set(n.users) <= (members | {cat}) for n in inner) and column in members:
-            return cat, column, frozenset(members), tuple(parts), position
-    return None
+    position = 1 - parts.index(current)
+    return ("first" if position == 0 else "last"), parts[position]
 
 
-def _ancestors(node):
-    """node and everything it is computed from, or None when that includes module state, modules or
-    in-place operations (the column must be a function of t and y's shape alone)."""
-    seen, todo = set(), [node]
+def _column_plans(func, nodes, t, chain, columns):
+    """[(column module of (t, x), chain position of x or None)] for the time columns, when every
+    node of the graph is in the chain or computes a column from ``t`` and at most one chain node
+    (its shape, say) without module state or in-place operations; else None."""
+    chain_set, members, plans = set(chain), set(), []
+    for column in columns:
+        found = None if column in chain_set else _ancestors(column, t, chain_set)
+        if found is None or len(found[1]) > 1:
+            return None
+        inner, sources = found
+        source = next(iter(sources), None)
+        if source is not None and source.target is torch.cat:  # its width is not a layer's
+            return None
+        members |= inner
+        plans.append((_column_module(func, nodes, t, source, inner, column),
+                      None if source is None else sum(1 for n in chain[:chain.index(source) + 1]
+                                                      if n.op == "call_module" and _is_linear(func, n))))
+    cats = {u for n in chain for u in n.users if u in chain_set and u.target is torch.cat}
+    for n in nodes:
+        if n.op in ("placeholder", "output") or n in chain_set:
+            continue
+        if n not in members or not set(n.users) <= (members | cats):
+            return None
+    return plans
+
+
+def _is_linear(func, node):
+    return type(func.get_submodule(node.target)) is nn.Linear
+
+
+def _ancestors(node, t, chain):
+    """(the nodes ``node`` is computed from, up to ``t`` and the ``chain`` nodes, node included;
+    the chain nodes reached), or None when that includes module state, modules or in-place
+    operations (a time column is a function of t and shapes alone)."""
+    seen, sources, todo = set(), set(), [node]
     while todo:
         n = todo.pop()
-        if n in seen:
+        if n is t or n in seen:
+            continue
+        if n in chain:
+            sources.add(n)
             continue
         seen.add(n)
-        name = getattr(n.target, "__name__", n.target) if n.op != "placeholder" else ""
-        if n.op in ("get_attr", "call_module") or "out" in n.kwargs or n.target is operator.setitem or (
+        name = getattr(n.target, "__name__", n.target)
+        if n.op in ("get_attr", "call_module", "placeholder") or "out" in n.kwargs or n.target is operator.setitem or (
                 isinstance(name, str) and name.endswith("_") and not name.endswith("__")):
             return None
         todo.extend(n.all_input_nodes)
-    return seen
+    return seen, sources
 
 
-def _column_module(func, nodes, inputs, time):
-    """The time column's part of the graph as a module of (t, y)."""
+def _column_module(func, nodes, t, source, inner, column):
+    """A time column's part of the graph as a module of (t, x), x the chain node it reads."""
     graph = fx.Graph()
-    env = {inputs[0]: graph.placeholder("t"), inputs[1]: graph.placeholder("y")}
+    env = {t: graph.placeholder("t"), source: graph.placeholder("x")}
     for n in nodes:
-        if n in time[2]:
+        if n in inner:
             env[n] = graph.node_copy(n, lambda a: env[a])
-    graph.output(env[time[1]])
+    graph.output(env[column])
     return fx.GraphModule(func, graph)
 
 
-def _is_time_column(column, y0, per_row):
-    """Whether column(t, y) is exactly t in every row, for probe times (one per row too when
-    per_row) and two states of y0's shape, dtype and device."""
-    rows = y0.shape[0]
-    probes = [torch.tensor(v, dtype=y0.dtype, device=y0.device) for v in (0.0, 0.6180339887, -3.25)]
+def _is_time_column(column, rows, width, like, per_row):
+    """Whether column(t, x) is exactly t in every row, for probe times (one per row too when
+    per_row) and two inputs x of shape (rows, width), dtype and device of ``like``."""
+    opts = {"dtype": like.dtype, "device": like.device}
+    probes = [torch.tensor(v, **opts) for v in (0.0, 0.6180339887, -3.25)]
     if per_row:
-        probes.append(torch.linspace(-1.5, 2.5, rows, dtype=y0.dtype, device=y0.device))
-    states = (y0.detach().clone(), 0.75 - 2 * y0.detach())
+        probes.append(torch.linspace(-1.5, 2.5, rows, **opts))
+    n = rows * max(width, 0)
+    states = (torch.linspace(-1.0, 1.5, n, **opts).reshape(rows, -1),
+              torch.cos(torch.arange(n, **opts) * 0.37).reshape(rows, -1) * 2.5 + 0.5)
     try:
         with torch.no_grad():
             for t in probes:
                 expected = t.reshape(-1, 1).expand(rows, 1)
-                for y in states:
-                    value = column(t, y)
-                    if (not torch.is_tensor(value) or value.shape != (rows, 1) or value.dtype != y0.dtype
-                            or value.device != y0.device or not torch.equal(value, expected)):
+                for x in states:
+                    value = column(t, x)
+                    if (not torch.is_tensor(value) or value.shape != (rows, 1) or value.dtype != like.dtype
+                            or value.device != like.device or not torch.equal(value, expected)):
                         return False
     except Exception:  # noqa: BLE001 - a column that cannot take these inputs is not one
         return False

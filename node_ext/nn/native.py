@@ -58,38 +58,41 @@ def activation_of(module):
     return (type(module).__name__, params(module)) if params else None
 
 
-def mlp_dynamics(net, dim, time_dependent, y0):
+def mlp_dynamics(net, dim, time_inputs, y0):
     """A node_ext._C.MLPDynamics evaluating ``net`` (an nn.Sequential alternating nn.Linear and one
-    activation) on the state ``y0`` ([y, t] as input when time_dependent), or None when it cannot
-    (see the module docstring)."""
+    activation) on the state ``y0``, layer i taking the time as described by time_inputs[i]
+    ('none', 'last', 'first'), or None when it cannot (see the module docstring)."""
     if type(net) is not nn.Sequential:
         return None
     layers = list(net)
     linears, acts = layers[0::2], [activation_of(a) for a in layers[1::2]]
     if len(acts) != len(linears) - 1 or None in acts or any(a != acts[0] for a in acts):
         return None
-    return mlp_from_layers(linears, acts[0] if acts else None, dim, time_dependent, y0)
+    return mlp_from_layers(linears, acts[0] if acts else None, dim, y0, 1, time_inputs)
 
 
-def mlp_from_layers(linears, activation, dim, time_dependent, y0, input_power=1, time_first=False):
+def mlp_from_layers(linears, activation, dim, y0, input_power=1, time_inputs=None):
     """A node_ext._C.MLPDynamics for the nn.Linear modules ``linears`` with ``activation`` (from
     :func:`activation_of`; None for a single layer) between them, the state entering as
-    ``y0**input_power`` (with the time as its last column when time_dependent, its first with
-    time_first); or None when it cannot (see the module docstring)."""
+    ``y0**input_power``, layer i taking the time as its last or first input or not at all
+    (time_inputs[i]: 'last', 'first', 'none'; None: no layer); or None when it cannot (see the
+    module docstring)."""
     if _ops.native is None or not _plain(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
         return None
+    time_inputs = list(time_inputs) if time_inputs is not None else ["none"] * len(linears)
     weights = [m.weight for m in linears]
     biases = [m.bias for m in linears]
     tensors = weights + [b for b in biases if b is not None]
     if not all(_plain(w) and w.dtype == y0.dtype and w.device == y0.device for w in tensors):
         return None
-    width_ok = y0.dim() == 2 if time_dependent else y0.dim() >= 1
+    timed = any(x != "none" for x in time_inputs)
+    width_ok = y0.dim() == 2 if timed else y0.dim() >= 1
     if not width_ok or y0.shape[-1] != dim or weights[-1].shape[0] != dim:
         return None
     name, params = activation if activation else ("Tanh", {})
     try:
-        return _ops.native.MLPDynamics(weights, biases, name, time_dependent=time_dependent,
-                                       input_power=input_power, time_first=time_first, **params)
+        return _ops.native.MLPDynamics(weights, biases, name, input_power=input_power, time_inputs=time_inputs,
+                                       **params)
     except ValueError:  # layer shapes that do not chain: forward raises PyTorch's own error
         return None
 
