@@ -7,7 +7,7 @@ import torch
 
 import node_ext
 from node_ext import cli
-from node_ext.bench import libraries, suite
+from node_ext.bench import libraries, report, suite
 from node_ext.bench.per_sample import on_union_grid, per_sample_times
 
 
@@ -97,6 +97,28 @@ def test_union_grid_gives_each_sample_its_own_times():
     assert union.shape == per_sample.shape == (6, 5, 2)
     torch.testing.assert_close(union, exact, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(per_sample, exact, rtol=1e-8, atol=1e-9)
+
+
+def test_torchode_interface_row_solves_and_is_compared():
+    """W6's node_ext.torchode row: torchode's adapter run on node_ext gives torchode's solution on
+    per-sample grids; its speedups are over the other libraries, never over node_ext itself."""
+    pytest.importorskip("torchode")
+    t = per_sample_times(4, 5, 2.0, "cpu").double()
+    a = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0], [-1.0, 0.3]], dtype=torch.float64)
+    f = lambda tt, y: y @ a.T
+    ok, _ = libraries.available(libraries.COMPAT)
+    assert ok
+    ours = libraries.odeint_fn(libraries.COMPAT)(f, y0, t, rtol=1e-10, atol=1e-12)
+    theirs = libraries.odeint_fn("torchode")(f, y0, t, rtol=1e-10, atol=1e-12)
+    assert ours.shape == (5, 4, 2)
+    torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(ours, node_ext.odeint(f, y0, t, rtol=1e-10, atol=1e-12), rtol=1e-8, atol=1e-9)
+    row = lambda lib, ms: dict(workload="W6", library=lib, mode="backprop", time=dict(median=ms, min=ms, max=ms))
+    rows = suite.speedups([row("node_ext", 10.0), row(libraries.COMPAT, 12.0), row("torchode", 30.0)])
+    assert rows[0]["speedup"] == {"torchode": 3.0}
+    assert rows[1]["speedup"] == {"torchode": 2.5}
+    assert "2.50x torchode" in report._extra(rows[1])
 
 
 def test_w7_bounce_times_and_gradients_match_the_closed_form():

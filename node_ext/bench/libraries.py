@@ -1,12 +1,16 @@
-"""The solvers compared: node_ext (native), its pure-PyTorch reference, torchdiffeq and torchode.
+"""The solvers compared: node_ext (native), its pure-PyTorch reference, torchdiffeq and torchode, and
+node_ext through torchode's interface (node_ext.torchode, where a workload has a per-sample row).
 Each adapter solves dy/dt = f(t, y) with the same method, tolerances and dtype and counts the
 function evaluations. A library that is not installed is reported as skipped, never a crash."""
+import functools
 import importlib
 
 import torch
 
 import node_ext
 from node_ext import reference
+
+COMPAT = "node_ext.torchode"  # node_ext through torchode's interface
 
 
 class Counted(torch.nn.Module):
@@ -24,8 +28,8 @@ class Counted(torch.nn.Module):
 
 def available(name):
     """(True, '') or (False, why) for an optional peer library."""
-    if name in ("node_ext", "reference"):
-        if name == "node_ext" and not node_ext.native_available():
+    if name in ("node_ext", "reference", COMPAT):
+        if name != "reference" and not node_ext.native_available():
             return False, "node_ext._C is not built"
         return True, ""
     try:
@@ -46,20 +50,21 @@ def odeint_fn(library, adjoint=False):
     if library == "torchdiffeq":
         import torchdiffeq
         return torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
-    if library == "torchode":
+    if library in ("torchode", COMPAT):
         if adjoint:
             return None
-        return torchode_odeint
+        return functools.partial(torchode_odeint, package=library)
     raise ValueError(library)
 
 
 _TORCHODE_METHODS = {"dopri5": "Dopri5", "tsit5": "Tsit5", "euler": "Euler", "heun2": "Heun"}
 
 
-def torchode_odeint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", options=None):
+def torchode_odeint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", options=None, package="torchode"):
     """torchode 1.0.1 with AutoDiffAdjoint and IntegralController, on a (batch, features) state with
-    the same time grid for every sample; returns (T, batch, features) like torchdiffeq."""
-    import torchode as to
+    one time grid for every sample, or one per sample (t of shape (batch, T)); returns (T, batch,
+    features) like torchdiffeq. package='node_ext.torchode': the same code on node_ext."""
+    to = importlib.import_module(package)
 
     if method not in _TORCHODE_METHODS:
         raise ValueError("torchode has no method %r" % method)

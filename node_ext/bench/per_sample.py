@@ -3,10 +3,11 @@ sampled time series (the latent ODE of Rubanova, Chen and Duvenaud, NeurIPS 2019
 are observed at different times). node_ext and torchode take one time grid per sample (t of shape
 (batch, T)); torchdiffeq takes one grid for the whole batch, so its users solve on the sorted union
 of every sample's times and pick each sample's outputs out of that, which is what it is timed
-doing here."""
+doing here. The row node_ext.torchode runs torchode's adapter with `import node_ext.torchode as to`
+in place of `import torchode as to`."""
 import torch
 
-from .libraries import odeint_fn
+from .libraries import COMPAT, odeint_fn
 from .training import MODES, training_step_rows, _solver
 
 
@@ -57,11 +58,13 @@ def w6(quick, device, progress=None):
     t = per_sample_times(batch, 20, 5.0, device)
     kw = dict(rtol=1e-5, atol=1e-7, method="dopri5")
     rows = training_step_rows("W6", LatentDynamics, y0, t, lambda pred: pred.pow(2).mean(), kw, quick, device,
-                              repeats=(2, 7), progress=progress, ref_tol=(1e-9, 1e-11), modes=MODES,
-                              solver=_per_sample_solver)
+                              repeats=(2, 7), progress=progress, ref_tol=(1e-9, 1e-11),
+                              modes=MODES + ((COMPAT, "backprop"),), solver=_per_sample_solver)
     for r in rows:
         if r.get("library") == "torchdiffeq":
             r["note"] = (r.get("note", "") + "; on the union of all samples' times").lstrip("; ")
+        if r.get("library") == COMPAT:
+            r["note"] = (r.get("note", "") + "; torchode's code with the import changed").lstrip("; ")
         if quick:
             r["mode"] = r.get("mode", "") + ", batch 16"
     return rows

@@ -51,7 +51,7 @@ def _extra(row):
         parts.append("peak %.1f MB" % (row["peak_bytes"] / 2 ** 20))
     if "note" in row:
         parts.append(row["note"])
-    if "compare_mode" in row and row.get("speedup"):
+    if ("compare_mode" in row or row["library"] != "node_ext") and row.get("speedup"):
         parts.append("; ".join("%.2fx %s" % (s, lib + (" (Python f)" if lib == "node_ext" else ""))
                                for lib, s in row["speedup"].items()))
     return ", ".join(parts)
