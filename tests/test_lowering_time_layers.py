@@ -2,6 +2,8 @@
 ConcatConv-style modules with linear layers): node_ext.nn.lowering recognises it per layer, and
 MLPODEF(time_layers='all') builds it; both run as MLPDynamics with time_inputs per layer, with
 solutions and gradients equal to those of the module's forward from Python."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -164,6 +166,69 @@ def test_unsupported_time_layers_stay_in_python(make):
     assert native_dynamics(f, y0) is None
     out = node_ext.odeint(f, y0, torch.tensor([0.0, 0.3], dtype=torch.float64))
     assert out.shape == (2, 5, 3) and torch.isfinite(out).all()
+
+
+class HiddenColumn(nn.Module):
+    """fc1 -> tanh -> fc2([h, column(t, h)]), the column built by a function of t and h."""
+
+    def __init__(self, column):
+        super().__init__()
+        self.column = column
+        self.fc1, self.fc2 = nn.Linear(3, 8), nn.Linear(9, 3)
+
+    def forward(self, t, y):
+        h = torch.tanh(self.fc1(y))
+        return self.fc2(torch.cat([h, self.column(t, h)], 1))
+
+
+def _in_place(t, h):
+    tt = h[:, :1]
+    tt *= 0  # writes into h: fx records a plain product
+    tt += t
+    return tt
+
+
+def _ones(h):
+    return torch.ones_like(h[:, :1])
+
+
+BAD_COLUMNS = {  # columns that equal t on moderate probes, or whose values or gradients differ from t's
+    "fmod": lambda t, h: torch.fmod(t, 2 * math.pi) * _ones(h),
+    "clamp": lambda t, h: t.clamp(-5, 5) * _ones(h),
+    "where": lambda t, h: torch.where(h[:, :1] > 5, h[:, :1], _ones(h) * t),
+    "detach": lambda t, h: _ones(h) * t.detach(),
+    "data": lambda t, h: _ones(h) * t.data,
+    "in place": _in_place,
+    "times values": lambda t, h: h[:, :1] * 0 + t,
+}
+GOOD_COLUMNS = {
+    "ones_like": lambda t, h: _ones(h) * t,
+    "type_as": lambda t, h: t.type_as(h).expand(h.shape[0], 1),
+    "new_ones": lambda t, h: h.new_ones(h.size(0), 1) * t,
+    "expand_as": lambda t, h: t.reshape(1, 1).expand_as(h[:, :1]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_COLUMNS) + list(GOOD_COLUMNS))
+def test_columns_from_hidden_layers_by_shape_only(name):
+    f = HiddenColumn(BAD_COLUMNS.get(name) or GOOD_COLUMNS[name]).double()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    form = native_dynamics(f, y0)
+    if name in GOOD_COLUMNS:
+        assert form is not None and form.time_inputs == ["none", "last"]
+        t = torch.tensor([0.0, 4.0, 9.0], dtype=torch.float64)
+        f.native = False
+        python = node_ext.odeint(f, y0, t)
+        f.native = True
+        torch.testing.assert_close(node_ext.odeint(f, y0, t), python, rtol=1e-12, atol=1e-12)
+    else:
+        assert form is None
+
+
+def test_a_layer_with_its_own_forward_stays_in_python():
+    f = HiddenColumn(GOOD_COLUMNS["ones_like"]).double()
+    f.fc2.forward = lambda x: 2 * torch.nn.functional.linear(x, f.fc2.weight, f.fc2.bias)
+    assert native_dynamics(f, torch.randn(4, 3, dtype=torch.float64)) is None
 
 
 def test_time_inputs_checked_by_the_constructor():

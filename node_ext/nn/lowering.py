@@ -14,10 +14,9 @@ of torchdiffeq's examples (``self.net(y**3)``, fc1 -> ELU -> fc2 -> ELU -> fc3),
 al., "FFJORD", ICLR 2019. Anything else (convolutions, residual connections, the time entering
 elsewhere, control flow on values) is called from Python as usual.
 
-A time column may be computed in any way from ``t`` and one tensor of the chain (its shape, say;
-no module state, no in-place operation): it is checked by running that part of the graph on probe
-times and inputs (and, for per-sample time grids, one time per row), and accepted only when it is
-exactly ``t`` in every row.
+A time column is accepted only when it is exactly ``t`` in every row, built from ``t`` and the
+shape of one tensor of the chain, which node_ext/nn/time_columns.py checks on the graph and on
+probe values.
 
 A forward with side effects would lose them when run natively, so tracing must leave every module's
 attributes as they were: a forward that counts its calls (``self.nfe += 1``) or stores anything on
@@ -36,6 +35,7 @@ from torch import fx, nn
 
 from .. import _ops
 from .native import activation_of, mlp_from_layers, without_hooks
+from .time_columns import column_module, column_nodes, is_time_column
 
 # Activation functions as fx records them: target -> (torch.nn class name, [(argument, default,
 # MLPDynamics parameter)...]) for the arguments after the input; "inplace" is accepted and ignored.
@@ -85,7 +85,7 @@ def native_form(func, y0, per_row=False):
             if len(cached[3]) >= 64:  # many state shapes: keep the checks bounded
                 cached[3].clear()
             cached[3][key] = y0.dim() == 2 and all(
-                _is_time_column(column, y0.shape[0], y0.shape[1] if k in (None, 0) else linears[k - 1].out_features,
+                is_time_column(column, y0.shape[0], y0.shape[1] if k in (None, 0) else linears[k - 1].out_features,
                                 y0, per_row) for column, k in columns)
         if not cached[3][key]:
             return None
@@ -235,18 +235,17 @@ def _time_part(cat, current):
 def _column_plans(func, nodes, t, chain, columns):
     """[(column module of (t, x), chain position of x or None)] for the time columns, when every
     node of the graph is in the chain or computes a column from ``t`` and at most one chain node
-    (its shape, say) without module state or in-place operations; else None."""
+    (node_ext/nn/time_columns.py); else None."""
     chain_set, members, plans = set(chain), set(), []
     for column in columns:
-        found = None if column in chain_set else _ancestors(column, t, chain_set)
-        if found is None or len(found[1]) > 1:
+        found = None if column in chain_set else column_nodes(column, t, chain_set)
+        if found is None:
             return None
-        inner, sources = found
-        source = next(iter(sources), None)
+        inner, source = found
         if source is not None and source.target is torch.cat:  # its width is not a layer's
             return None
         members |= inner
-        plans.append((_column_module(func, nodes, t, source, inner, column),
+        plans.append((column_module(func, nodes, t, source, inner, column),
                       None if source is None else sum(1 for n in chain[:chain.index(source) + 1]
                                                       if n.op == "call_module" and _is_linear(func, n))))
     cats = {u for n in chain for u in n.users if u in chain_set and u.target is torch.cat}
@@ -262,66 +261,12 @@ def _is_linear(func, node):
     return type(func.get_submodule(node.target)) is nn.Linear
 
 
-def _ancestors(node, t, chain):
-    """(the nodes ``node`` is computed from, up to ``t`` and the ``chain`` nodes, node included;
-    the chain nodes reached), or None when that includes module state, modules or in-place
-    operations (a time column is a function of t and shapes alone)."""
-    seen, sources, todo = set(), set(), [node]
-    while todo:
-        n = todo.pop()
-        if n is t or n in seen:
-            continue
-        if n in chain:
-            sources.add(n)
-            continue
-        seen.add(n)
-        name = getattr(n.target, "__name__", n.target)
-        if n.op in ("get_attr", "call_module", "placeholder") or "out" in n.kwargs or n.target is operator.setitem or (
-                isinstance(name, str) and name.endswith("_") and not name.endswith("__")):
-            return None
-        todo.extend(n.all_input_nodes)
-    return seen, sources
-
-
-def _column_module(func, nodes, t, source, inner, column):
-    """A time column's part of the graph as a module of (t, x), x the chain node it reads."""
-    graph = fx.Graph()
-    env = {t: graph.placeholder("t"), source: graph.placeholder("x")}
-    for n in nodes:
-        if n in inner:
-            env[n] = graph.node_copy(n, lambda a: env[a])
-    graph.output(env[column])
-    return fx.GraphModule(func, graph)
-
-
-def _is_time_column(column, rows, width, like, per_row):
-    """Whether column(t, x) is exactly t in every row, for probe times (one per row too when
-    per_row) and two inputs x of shape (rows, width), dtype and device of ``like``."""
-    opts = {"dtype": like.dtype, "device": like.device}
-    probes = [torch.tensor(v, **opts) for v in (0.0, 0.6180339887, -3.25)]
-    if per_row:
-        probes.append(torch.linspace(-1.5, 2.5, rows, **opts))
-    n = rows * max(width, 0)
-    states = (torch.linspace(-1.0, 1.5, n, **opts).reshape(rows, -1),
-              torch.cos(torch.arange(n, **opts) * 0.37).reshape(rows, -1) * 2.5 + 0.5)
-    try:
-        with torch.no_grad():
-            for t in probes:
-                expected = t.reshape(-1, 1).expand(rows, 1)
-                for x in states:
-                    value = column(t, x)
-                    if (not torch.is_tensor(value) or value.shape != (rows, 1) or value.dtype != like.dtype
-                            or value.device != like.device or not torch.equal(value, expected)):
-                        return False
-    except Exception:  # noqa: BLE001 - a column that cannot take these inputs is not one
-        return False
-    return True
-
-
 def _step(func, node):
     """("power", p), ("linear", qualified name) or ("activation", (name, parameters)) for one node."""
     if node.op == "call_module":
         module = func.get_submodule(node.target)
+        if "forward" in vars(module):  # an instance's own forward: not the layer it looks like
+            return None
         if type(module) is nn.Linear and len(node.args) == 1 and not node.kwargs:
             return "linear", node.target
         act = activation_of(module)
