@@ -175,7 +175,7 @@ def _chain(func, graph):
     if len(inputs) != 2:
         return None
     t, current = inputs
-    chain, columns = [current], {}  # columns: column node -> (time first, chain node it is built from)
+    chain, columns = [current], []  # the time columns' nodes, each once
     power, names, acts, time_inputs, pending = 1, [], [], [], None
     while True:
         nexts = [u for u in current.users if _continues(func, u, current)]
@@ -188,7 +188,8 @@ def _chain(func, graph):
         kind, value = step if step else (None, None)
         if kind == "cat" and value is not None and pending is None and len(acts) == len(names):
             pending = value[0]
-            columns.setdefault(value[1], set()).add(pending)
+            if value[1] not in columns:
+                columns.append(value[1])
         elif kind == "power" and not names and power == 1 and pending is None:
             power = value
         elif kind == "linear" and len(acts) == len(names):
