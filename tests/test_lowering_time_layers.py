@@ -65,6 +65,18 @@ class SharedColumn(nn.Module):
         return self.fc3(torch.cat([h, tt], -1))
 
 
+class ConcatSpellings(SharedColumn):
+    """torch.concat with axis=, torch.concatenate with tensors= and dim=: the same as torch.cat."""
+
+    def forward(self, t, y):
+        if not isinstance(y, torch.fx.Proxy):
+            CALLS.append(1)
+        tt = t.reshape(-1, 1).expand(y.shape[0], 1)
+        h = self.act(self.fc1(torch.concat([y, tt], axis=1)))
+        h = self.act(self.fc2(h))
+        return self.fc3(torch.concatenate(tensors=(tt, h), dim=-1))
+
+
 def _solve_both(f, y0, t, adjoint=False):
     out = []
     solve = node_ext.odeint_adjoint if adjoint else node_ext.odeint
@@ -80,7 +92,8 @@ def _solve_both(f, y0, t, adjoint=False):
 
 @pytest.mark.parametrize("make, inputs, per_row", [
     (FFJORDStyle, ["first", "first", "first"], False),
-    (SharedColumn, ["last", "none", "last"], True)], ids=["ffjord", "shared"])
+    (SharedColumn, ["last", "none", "last"], True),
+    (ConcatSpellings, ["last", "none", "first"], True)], ids=["ffjord", "shared", "concat"])
 def test_time_at_several_layers_runs_natively(make, inputs, per_row):
     torch.manual_seed(0)
     f = make().double()

@@ -184,7 +184,7 @@ def _chain(func, graph):
         node = nexts[0]
         if node.op == "output":
             break
-        step = ("cat", _time_part(node, current)) if node.target is torch.cat else _step(func, node)
+        step = ("cat", _time_part(node, current)) if _is_cat(node) else _step(func, node)
         kind, value = step if step else (None, None)
         if kind == "cat" and value is not None and pending is None and len(acts) == len(names):
             pending = value[0]
@@ -215,18 +215,32 @@ def _continues(func, user, current):
     of current with one other tensor, or a supported step (_step) of current."""
     if user.op == "output":
         return user.args == (current,)
-    if user.op == "call_function" and user.target is torch.cat:
-        parts = user.args[0] if user.args else None
+    if _is_cat(user):
+        parts = _cat_arguments(user)[0]
         return isinstance(parts, (list, tuple)) and current in parts
     return bool(user.args) and user.args[0] is current and _step(func, user) is not None
+
+
+_CATS = (torch.cat, torch.concat, torch.concatenate)
+
+
+def _is_cat(node):
+    return node.op == "call_function" and node.target in _CATS
+
+
+def _cat_arguments(cat):
+    """(tensors, dim, unknown keyword arguments) of a torch.cat / concat / concatenate node."""
+    kwargs = dict(cat.kwargs)
+    parts = cat.args[0] if cat.args else kwargs.pop("tensors", None)
+    dim = cat.args[1] if len(cat.args) > 1 else kwargs.pop("dim", kwargs.pop("axis", 0))
+    return parts, dim, kwargs
 
 
 def _time_part(cat, current):
     """("first" | "last", the other part) when ``cat`` joins ``current`` and one other node along
     the last dimension of a 2-D state; else None."""
-    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
-    parts = cat.args[0]
-    if (set(cat.kwargs) - {"dim"} or dim not in (1, -1) or len(parts) != 2
+    parts, dim, unknown = _cat_arguments(cat)
+    if (unknown or dim not in (1, -1) or len(parts) != 2
             or not all(isinstance(p, fx.Node) for p in parts) or parts[0] is parts[1]):
         return None
     position = 1 - parts.index(current)
@@ -243,13 +257,13 @@ def _column_plans(func, nodes, t, chain, columns):
         if found is None:
             return None
         inner, source = found
-        if source is not None and source.target is torch.cat:  # its width is not a layer's
+        if source is not None and _is_cat(source):  # its width is not a layer's
             return None
         members |= inner
         plans.append((column_module(func, nodes, t, source, inner, column),
                       None if source is None else sum(1 for n in chain[:chain.index(source) + 1]
                                                       if n.op == "call_module" and _is_linear(func, n))))
-    cats = {u for n in chain for u in n.users if u in chain_set and u.target is torch.cat}
+    cats = {u for n in chain for u in n.users if u in chain_set and _is_cat(u)}
     for n in nodes:
         if n.op in ("placeholder", "output") or n in chain_set:
             continue
