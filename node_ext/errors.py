@@ -5,9 +5,11 @@ exceptions (never ``AssertionError``, which ``python -O`` strips), and they carr
 stopped: ``t`` (the time reached), ``stats`` (function evaluations and steps so far), ``sample``
 (the failing sample for per-sample time grids, else ``None``) and ``phase`` ("forward", or
 "backward" for the adjoint solve of :func:`node_ext.odeint_adjoint`). A forward solve's failure also
-carries what it had solved: ``partial``, the (T, *y0.shape) solution (detached) whose outputs
+carries what it had solved: ``partial``, the (T, *y0.shape) solution whose outputs
 ``[0, outputs_done[i])`` are written for each sample i (one entry unless per-sample grids), the rest
-unspecified; both are ``None`` where nothing was recorded.
+unspecified; both are ``None`` where nothing was recorded. With direct backpropagation (``odeint``
+with inputs that require grad) ``partial`` is differentiable, as the solution of a solve that
+stopped there would be; a pickled error carries it detached.
 
 An exception raised by the user's dynamics is not wrapped: it reaches the caller unchanged.
 """
@@ -27,7 +29,7 @@ class SolverError(RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.t, self.stats, self.sample, self.phase),
-                dict(partial=self.partial, outputs_done=self.outputs_done))
+                dict(partial=None if self.partial is None else self.partial.detach(), outputs_done=self.outputs_done))
 
 
 class StepSizeError(SolverError):

@@ -3,6 +3,7 @@
 statistics and status codes; gradients of every adjoint; the batches torchode allows that need several
 native solves (mixed directions, t_start before t_eval, t_start == t_end); bad input."""
 import math
+import pickle
 import sys
 
 import pytest
@@ -143,10 +144,11 @@ def test_max_steps_status_and_partial_solution():
     y0, te = batch(3)
     sol = solve(nto, y0, te, max_steps=40)
     ref = exact(y0, te)
-    # The native loop stops the batch when the first sample reaches max_steps (as torchode does).
-    assert sol.status.tolist().count(nto.Status.REACHED_MAX_STEPS.value) == 1
+    # max_steps budgets the whole solve, as in torchode: every sample unfinished then has the status.
     done = sol.stats["n_initialized"]
     assert int(done.min()) < 7
+    assert sol.status.tolist() == [nto.Status.REACHED_MAX_STEPS.value if k < 7 else 0 for k in done.tolist()]
+    assert sol.status.tolist() == solve(torchode, y0, te, max_steps=40).status.tolist()
     for i in range(3):  # what was solved is right; the rest is NaN
         k = int(done[i])
         assert k >= 1
@@ -279,6 +281,17 @@ def test_max_total_steps_and_partial_solution():
     k = err.outputs_done[0]
     assert err.partial.shape == (7, 1, 2) and 1 <= k < 7
     assert (err.partial[:k] - exact(y0, te)[0, :k, None]).abs().max() < 1e-9
+    assert not err.partial.requires_grad
+    # With direct backpropagation the partial solution is differentiable, as a solve stopped there.
+    y = y0.clone().requires_grad_()
+    with pytest.raises(node_ext.MaxStepsError) as info:
+        node_ext.odeint(linear, y, te[0], rtol=1e-10, atol=1e-10, options=dict(max_total_steps=12))
+    k = info.value.outputs_done[0]
+    (grad,) = torch.autograd.grad(info.value.partial[:k].pow(2).sum(), y)
+    y_again = y0.clone().requires_grad_()
+    node_ext.odeint(linear, y_again, te[0, :k], rtol=1e-10, atol=1e-10).pow(2).sum().backward()
+    assert k >= 2 and torch.allclose(grad, y_again.grad, rtol=1e-8, atol=1e-10)
+    assert not pickle.loads(pickle.dumps(info.value)).partial.requires_grad  # pickled detached
     with pytest.raises(ValueError, match=r"options\['max_total_steps'\] must be a positive integer"):
         node_ext.odeint(linear, y0, te[0], options=dict(max_total_steps=0))
     with pytest.raises(ValueError, match=r"options\['first_step'\] holds one step per sample"):

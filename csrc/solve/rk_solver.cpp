@@ -529,10 +529,11 @@ void RkSolver::fail(FailureKind kind, int64_t r, const std::string& what) {
   msg += ", method " + method_name() + ", after " + std::to_string(stats_.n_fev) +
          " function evaluations)";
   SolverFailure failure(kind, msg, t_cur_.empty() ? 0.0 : t_cur_[r], pb_.per_row ? r : -1, stats_);
-  if (solution_.defined() && !pb_.event) {  // what was solved so far, for the caller to inspect
-    at::NoGradGuard no_grad;
+  if (solution_.defined() && !pb_.event) {
+    // What was solved so far, for the caller to inspect; differentiable where autograd recorded the
+    // steps (direct backpropagation), as a solve that stopped there would be.
     assemble_recorded_outputs();
-    failure.partial = solution_.detach();
+    failure.partial = solution_;
     failure.outputs_done = next_out_;
   }
   throw failure;

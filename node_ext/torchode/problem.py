@@ -34,7 +34,8 @@ class InitialValueProblem:
                                  % (batch, tuple(t_eval.shape) if torch.is_tensor(t_eval) else type(t_eval).__name__))
             _times("t_eval[:, 0]", t_eval[:, 0], batch, y0.device)
             if not bool(torch.isfinite(t_eval).all()):
-                raise ValueError("InitialValueProblem: t_eval must be finite")
+                i = int((~torch.isfinite(t_eval)).any(dim=1).nonzero()[0])
+                raise ValueError("InitialValueProblem: t_eval must be finite, got t_eval[%d] = %s" % (i, t_eval[i].tolist()))
         elif t_start is None or t_end is None:
             raise ValueError("InitialValueProblem: give t_eval, or both t_start and t_end")
         self.y0 = y0

@@ -6,7 +6,7 @@ import numbers
 import torch
 
 from ..adjoint import odeint_adjoint
-from ..errors import SolverError
+from ..errors import MaxStepsError, SolverError
 from ..odeint import odeint
 from ..stats import last_counts
 from .batching import grid_of, plan_groups, scatter
@@ -58,6 +58,8 @@ class _Solver(torch.nn.Module):
             raise TypeError("solve: problem must be a node_ext.torchode.InitialValueProblem, got %s"
                             % type(problem).__name__)
         term = self._term(term)
+        if problem.batch_size == 0:
+            return _empty_solution(problem)
         method, controller = self.step_method, self.step_size_controller
         fixed = isinstance(controller, FixedStepController) or not method.adaptive
         dt = _dt0(dt0, problem, fixed, type(method).__name__)
@@ -91,32 +93,76 @@ class _Solver(torch.nn.Module):
         return Solution(ts=ts, ys=ys, stats=out, status=status)
 
     def _group(self, func, term, y0, t, cols, first, dt):
-        """One native solve of a group of samples: (ys (b, n_eval, ...), per-sample counts)."""
-        method, controller, b = self.step_method, self.step_size_controller, y0.shape[0]
-        kw = _solver_arguments(method, controller, first, dt, self.max_steps)
-        n_eval = cols.stop - cols.start
+        """One group of samples: (ys (b, n_eval, ...), per-sample counts). A sample whose solve fails
+        gets its status and what was solved before the failure (differentiable with AutoDiffAdjoint);
+        the samples the failure left unfinished are solved again without it, as torchode's samples do
+        not stop each other, except after max_steps, a budget of the whole solve in torchode too,
+        which stops them all. A sample with a non-finite y0 is INFINITE_NORM without a solve."""
+        b, T, n_eval = y0.shape[0], t.shape[1], cols.stop - cols.start
         status = torch.zeros(b, dtype=torch.long)
+        done = torch.full((b,), T, dtype=torch.long)
+        counts = {key: torch.zeros(b, dtype=torch.long) for key in ("n_f_evals", "n_steps", "n_accepted")}
+        rows, solutions = [], []  # sample indices, and their (T, k, ...) solutions
+        finite = torch.isfinite(y0.detach()).reshape(b, -1).all(dim=1).cpu()
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            status[bad], done[bad] = Status.INFINITE_NORM.value, 1
+            rows.append(bad)
+            y_bad = y0[bad.to(y0.device)]
+            solutions.append(_mask_unwritten(y_bad.unsqueeze(0).expand(T, *y_bad.shape), done[bad]))
+        todo = finite.nonzero().flatten()
+        while todo.numel():
+            whole = todo.numel() == b
+            pick = (lambda x: x) if whole else (lambda x: x[todo.to(x.device)])
+            sol, stats, error = self._attempt(func, term, pick(y0), pick(t), None if first is None else
+                                              (first if whole or first.numel() == 1 else first[todo]), dt)
+            k = todo.numel()
+            counts["n_f_evals"][todo] = int(stats["n_fev"])
+            for key, per_sample in (("n_steps", "n_steps_per_sample"), ("n_accepted", "n_accepted_per_sample")):
+                counts[key][todo] = torch.as_tensor(stats.get(per_sample, [stats[key]] * k), dtype=torch.long)
+            if error is None:
+                rows.append(todo)
+                solutions.append(sol)
+                break
+            written = torch.as_tensor(error.outputs_done or [1] * k, dtype=torch.long)
+            failed = written < T if isinstance(error, MaxStepsError) else torch.zeros(k, dtype=torch.bool)
+            failed[error.sample if error.sample is not None else 0] = True
+            keep = failed | (written >= T)  # the failed and the finished keep this attempt's outputs
+            status[todo[failed]] = status_of(error)
+            done[todo[failed]] = written[failed]
+            rows.append(todo[keep])
+            solutions.append(_mask_unwritten(sol, written)[:, keep.to(sol.device)])
+            todo = todo[~keep]
+        ys = scatter([s.movedim(0, 1) for s in solutions], rows, b)[:, cols]
+        initialized = (done - cols.start).clamp(0, n_eval)
+        if self.step_method.method == "euler" and self.max_steps is not None:  # fixed grid: its steps are known ahead
+            ys, initialized, status = _euler_max_steps(ys, t, cols, dt, self.max_steps, initialized, status)
+        return ys, dict(counts, n_initialized=initialized, status=status)
+
+    def _attempt(self, func, term, y0, t, first, dt):
+        """One native solve: (solution (T, b, ...), counts, None), or, when it fails, (what was
+        solved, NaN elsewhere; counts; the SolverError)."""
+        kw = _solver_arguments(self.step_method, self.step_size_controller, first, dt, self.max_steps)
         try:
             if self.adjoint:
                 sol = odeint_adjoint(func, y0, t, adjoint_params=tuple(term.parameters()), **kw)
             else:
                 sol = odeint(func, y0, t, **kw)
-            counts = last_counts()
-            done = torch.full((b,), t.shape[1], dtype=torch.long)
+            return sol, last_counts(), None
         except SolverError as error:
-            counts = error.stats
-            sol = error.partial if error.partial is not None else y0.new_full((t.shape[1],) + tuple(y0.shape), float("nan"))
-            done = torch.as_tensor(error.outputs_done or [1] * b, dtype=torch.long)
-            status[error.sample if error.sample is not None else 0] = status_of(error)
-            sol = _mask_unwritten(sol, done)
-        ys = sol[cols].movedim(0, 1)
-        initialized = (done - cols.start).clamp(0, n_eval)
-        if method.method == "euler" and self.max_steps is not None:  # fixed grid: its steps are known ahead
-            ys, initialized, status = _euler_max_steps(ys, t, cols, dt, self.max_steps, initialized, status)
-        steps = torch.as_tensor(counts.get("n_steps_per_sample", [counts["n_steps"]] * b), dtype=torch.long)
-        accepted = torch.as_tensor(counts.get("n_accepted_per_sample", [counts["n_accepted"]] * b), dtype=torch.long)
-        return ys, dict(n_f_evals=torch.full((b,), int(counts["n_fev"]), dtype=torch.long), n_steps=steps,
-                        n_accepted=accepted, n_initialized=initialized, status=status)
+            sol = error.partial
+            if sol is None:
+                sol = y0.new_full((t.shape[1],) + tuple(y0.shape), float("nan"))
+            return sol, error.stats, error
+
+
+def _empty_solution(problem):
+    """The solution of a batch of no samples, as torchode returns it: empty tensors."""
+    n_eval = max(problem.n_evaluation_points, 1)
+    empty = torch.zeros(0, dtype=torch.long, device=problem.device)
+    ts = problem.t_eval if problem.t_eval is not None else problem.t_end[:, None]
+    return Solution(ts=ts, ys=problem.y0.new_zeros((0, n_eval) + tuple(problem.y0.shape[1:])),
+                    stats=dict(n_f_evals=empty, n_steps=empty, n_accepted=empty, n_initialized=empty), status=empty)
 
 
 def _dt0(dt0, problem, fixed, method_name):

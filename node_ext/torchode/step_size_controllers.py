@@ -34,11 +34,12 @@ def _number(owner, name, value, low=0.0, low_open=True, high=math.inf, allow_non
 
 
 def _tolerance(owner, name, value):
+    """A non-negative tolerance (zero: pure relative or absolute control, as torchode allows)."""
     if torch.is_tensor(value) and value.numel() > 1:
-        if not bool((value > 0).all()):
-            raise ValueError("%s: %s must be positive, got %s" % (owner, name, value))
+        if not bool((value >= 0).all()):
+            raise ValueError("%s: %s must be non-negative, got %s" % (owner, name, value))
         return value
-    return _number(owner, name, value)
+    return _number(owner, name, value, low_open=False)
 
 
 class AdaptiveController(torch.nn.Module):
@@ -51,6 +52,8 @@ class AdaptiveController(torch.nn.Module):
         owner = type(self).__name__
         self.atol = _tolerance(owner, "atol", atol)
         self.rtol = _tolerance(owner, "rtol", rtol)
+        if not torch.is_tensor(self.atol) and not torch.is_tensor(self.rtol) and self.atol == self.rtol == 0:
+            raise ValueError("%s: atol and rtol cannot both be zero" % owner)
         self.term = term
         if not callable(norm):
             raise TypeError("%s: norm must be callable (scaled error (batch, ...) -> (batch,)), got %r" % (owner, norm))
