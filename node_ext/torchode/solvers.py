@@ -114,14 +114,14 @@ class _Solver(torch.nn.Module):
         while todo.numel():
             whole = todo.numel() == b
             pick = (lambda x: x) if whole else (lambda x: x[todo.to(x.device)])
-            sol, stats, error = self._attempt(func, term, pick(y0), pick(t), None if first is None else
-                                              (first if whole or first.numel() == 1 else first[todo]), dt)
+            sol, stats, error = self._attempt(func, term, pick(y0), pick(t),
+                                              None if first is None or whole else first[todo], dt)
             k = todo.numel()
             counts["n_f_evals"][todo] = int(stats["n_fev"])
             for key, per_sample in (("n_steps", "n_steps_per_sample"), ("n_accepted", "n_accepted_per_sample")):
                 counts[key][todo] = torch.as_tensor(stats.get(per_sample, [stats[key]] * k), dtype=torch.long)
             if error is None:
-                rows.append(todo)
+                rows.append(None if whole else todo)  # None: in batch order already
                 solutions.append(sol)
                 break
             written = torch.as_tensor(error.outputs_done or [1] * k, dtype=torch.long)
@@ -141,7 +141,7 @@ class _Solver(torch.nn.Module):
 
     def _attempt(self, func, term, y0, t, first, dt):
         """One native solve: (solution (T, b, ...), counts, None), or, when it fails, (what was
-        solved, NaN elsewhere; counts; the SolverError)."""
+        solved (SolverError.partial, or NaN when nothing was recorded), counts, the SolverError)."""
         kw = _solver_arguments(self.step_method, self.step_size_controller, first, dt, self.max_steps)
         try:
             if self.adjoint:
