@@ -401,9 +401,10 @@ def _options(method, tab, options, y0, problem_t, per_row, func, t, shapes, even
 def _check_event(event_fn, t, tab, opts, method):
     if not callable(event_fn):
         raise TypeError("event_fn must be callable as event_fn(t, y), got %s" % type(event_fn).__name__)
-    if t.dim() != 1 or t.shape[0] != 2:
-        raise ValueError("with event_fn, t must be 1-D with two times [t0, t1] (t1 only sets the direction: the "
-                         "solve runs from t0 until the event), got shape %s" % (tuple(t.shape),))
+    if t.shape[-1] != 2:
+        raise ValueError("with event_fn, t must hold two times [t0, t1] (t1 only sets the direction: the solve runs "
+                         "from t0 until the event): shape (2,), or (batch, 2) for one event per sample; got shape %s"
+                         % (tuple(t.shape),))
     if not tab["adaptive"] and not opts["step_size"] > 0:
         raise ValueError("with event_fn, the fixed-grid method '%s' needs options['step_size'] (a grid_constructor "
                          "or the output times cannot define steps past t1)" % method)

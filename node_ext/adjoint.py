@@ -25,8 +25,10 @@ class _OdeintAdjoint(torch.autograd.Function):
         record(counts, stats)
         adams.warn_unconverged(counts, problem.method)
         ctx.problem, ctx.adjoint, ctx.stats = problem, adjoint, stats
-        # With an event, the backward solve runs from the event time back to t[0].
-        ctx.times = problem.t if event_t is None else torch.tensor([float(problem.t[0]), event_t], dtype=torch.float64)
+        # With an event, the backward solve runs from the event time back to t[0] (per sample with a 2-D t).
+        ctx.times = problem.t
+        if event_t is not None:
+            ctx.times = torch.stack([problem.t[..., 0], torch.tensor(event_t, dtype=torch.float64)], -1)
         ctx.save_for_backward(solution, t, *params)
         if event_t is None:
             return solution
@@ -39,6 +41,11 @@ class _OdeintAdjoint(torch.autograd.Function):
         solution, t, *params = ctx.saved_tensors
         problem, adj = ctx.problem, ctx.adjoint
         t_grad = ctx.needs_input_grad[4]
+        # A sample whose event is at t0 itself has y0 as its state there: nothing to solve backwards.
+        at_start = ctx.times[..., 0] == ctx.times[..., 1] if problem.event_fn is not None else None
+        if at_start is not None and bool(at_start.all()):
+            return (None, None, None, grad[0] + grad[1], torch.zeros_like(t) if t_grad else None,
+                    *(None for _ in params))
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
         options = adj["options"]
         if adj["grid_constructor"] is not None:
@@ -49,8 +56,9 @@ class _OdeintAdjoint(torch.autograd.Function):
         record(counts, ctx.stats, backward=True)
         adams.warn_unconverged(counts, adj["method"], backward=True)
         if grad_t is not None:
-            if problem.event_fn is not None:
-                grad_t = torch.stack([grad_t[0], torch.zeros_like(grad_t[0])])  # t[1] only set the direction
+            if problem.event_fn is not None:  # t1 only set the direction; an event at t0 does not move with it
+                from_t0 = torch.where(at_start.to(grad_t.device), torch.zeros_like(grad_t[..., 0]), grad_t[..., 0])
+                grad_t = torch.stack([from_t0, torch.zeros_like(from_t0)], -1)
             grad_t = grad_t.to(device=t.device, dtype=t.dtype)
         return (None, None, None, grad_y0, grad_t, *grad_params)
 
@@ -75,7 +83,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             ``(vjp_t, y, adj_y, *vjp_params)`` (the layout of the step callbacks below) and
             returns a scalar; it also sizes the backward solve's first step.
         event_fn: as in :func:`node_ext.odeint`: returns ``(event_t, solution)``; the backward solve
-            runs from event_t to t[0]. As torchdiffeq's, event_t requires grad but no gradient flows
+            runs from event_t to t[0] (per sample with a 2-D t). As torchdiffeq's, event_t requires grad but no gradient flows
             through it (gradients through the event time: :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 

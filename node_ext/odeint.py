@@ -50,7 +50,10 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             StepSizeError unless force_min_step=True (then it is accepted, as torchdiffeq does).
         event_fn: optional ``event_fn(t, y)`` returning a Tensor: the solve runs from t[0] (t must hold
             two times; t[1] only sets the direction) until one of its values changes sign, located on
-            the continuous extension to a few ulps of t (see :func:`node_ext.odeint_event`).
+            the continuous extension to a few ulps of t (see :func:`node_ext.odeint_event`). With a t
+            of shape (batch, 2) every sample stops at its own event: event_fn then gets t of shape
+            (batch,) and returns a Tensor whose first dimension is the batch, row i depending on
+            sample i only (the rows of samples already stopped are ignored).
         stats: optional :class:`node_ext.SolveStats` that accumulates this solve's counts.
 
     Returns:
@@ -58,7 +61,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         respect to y0, t and func's parameters by backpropagation through the solver's operations;
         see :func:`node_ext.odeint_adjoint` for the memory-efficient adjoint method.
         With event_fn: ``(event_t, solution)``, solution of shape (2, *y0.shape) holding y0 and the
-        state at event_t (gradients do not flow through event_t; odeint_event adds them).
+        state at event_t (gradients do not flow through event_t; odeint_event adds them); event_t
+        has shape (batch,) with per-sample events.
 
     Raises:
         ValueError / TypeError: invalid arguments (before anything runs).

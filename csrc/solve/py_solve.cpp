@@ -163,6 +163,7 @@ py::tuple solve(py::object func, const at::Tensor& y0, const at::Tensor& t, py::
     GilReleaseIf no_gil(native && !pb.event && !pb.on_step && !opts.user_norm);
     res = solve_ivp(pb, opts);
   }
+  if (pb.event && per_row) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t_rows);
   if (pb.event) return py::make_tuple(res.solution, stats_dict(res.stats), res.event_t);
   if (record_steps) {
     const StepRecord& r = res.steps;
@@ -184,7 +185,7 @@ void bind_solve(py::module_& m) {
         py::arg("options"), py::arg("tuple_shapes"), py::arg("per_row"), py::arg("event_fn") = py::none(),
         py::arg("callbacks") = py::none(), py::arg("record_steps") = false,
         "Solve an initial value problem with the native loop; returns (solution, stats), or (solution, stats, "
-        "event time) when event_fn is given, or (solution, stats, (step boundaries, step sizes, steps, poly, "
+        "event time; a list of one per sample with per_row) when event_fn is given, or (solution, stats, (step boundaries, step sizes, steps, poly, "
         "degree)) with record_steps (see StepRecord in rk_solver.h).");
   py::register_exception_translator([](std::exception_ptr p) {
     try {

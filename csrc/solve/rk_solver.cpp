@@ -19,9 +19,8 @@ RkSolver::RkSolver(const SolveProblem& pb, const SolveOptions& o)
   time_pool_like_ = pb.per_row ? at::empty({rows_}, opts) : at::empty({}, opts);
   time_pool_ = TensorPool(time_pool_like_, 8);
   TORCH_CHECK(!pb.at_output || !pb.per_row, "solve_ivp: at_output needs a single time grid");
-  TORCH_CHECK(!pb.event || (!pb.per_row && !pb.at_output && !quad_ && n_times_ == 2),
-              "solve_ivp: an event function needs a single time grid of two times, no quadrature terms and no "
-              "at_output");
+  TORCH_CHECK(!pb.event || (!pb.at_output && !quad_ && n_times_ == 2),
+              "solve_ivp: an event function needs time grids of two times, no quadrature terms and no at_output");
   TORCH_CHECK(!pb.on_step || !pb.per_row, "solve_ivp: step callbacks need a single time grid");
   TORCH_CHECK(!pb.record_steps || (!pb.per_row && !pb.event && !pb.at_output && !o.adams.enabled),
               "solve_ivp: record_steps needs a single time grid, a Runge-Kutta method, no event and no at_output");
@@ -55,12 +54,14 @@ SolveResult RkSolver::run() {
   write_initial();
   if (quad_) q_result_ = pb_.q0.detach().clone();
   if (n_times_ == 1) return {solution_, q_result_, stats_};
-  if (pb_.event && event_at_start()) return {solution_, q_result_, stats_, event_t_};
+  if (pb_.event && event_at_start()) return event_result();
   setup();
+  for (int64_t r = 0; r < rows_ && pb_.event; ++r) done_[r] = event_at_t0_[r];
   while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
   assemble_recorded_outputs();
   if (quad_) q_result_ = q_;
-  SolveResult result{solution_, q_result_, stats_, event_t_};
+  if (pb_.event) return event_result();
+  SolveResult result{solution_, q_result_, stats_};
   if (pb_.record_steps) result.steps = recorded_steps();
   return result;
 }
@@ -82,11 +83,11 @@ void RkSolver::setup() {
     stats_.row_steps.assign(R, 0);
     stats_.row_accepted.assign(R, 0);
   }
-  if (pb_.event) {
+  for (int64_t r = 0; r < R && pb_.event; ++r) {
     // No end but the event: output 1 is written when it is found.
-    t_end_[0] = dir_ * std::numeric_limits<double>::infinity();
-    next_out_[0] = n_times_;
-    out_before_[0] = n_times_;
+    t_end_[r] = dir_ * std::numeric_limits<double>::infinity();
+    next_out_[r] = n_times_;
+    out_before_[r] = n_times_;
   }
   done_.assign(R, 0);
   plan_.assign(R, RowPlan());
@@ -476,22 +477,33 @@ void RkSolver::advance(StepSize& h, const std::vector<char>& active, const std::
   }
 
   write_outputs(h, accept, f1);
-  if (pb_.event && accept[0] && event_crossed(h, f1, y_next, t_next[0])) {
-    done_[0] = 1;
-    return;
+  const std::vector<char>* moved = &accept;  // the rows that move to the end of their step
+  if (pb_.event && events_crossed(h, f1, y_next, t_next, accept, crossed_)) {
+    bool all_done = true;
+    for (int64_t r = 0; r < rows_; ++r) {
+      if (crossed_[r]) done_[r] = 1;
+      all_done = all_done && done_[r];
+    }
+    if (all_done) return;
+    // The rows whose event was found stay where their step started: f is not called past an event.
+    kept_ = accept;
+    for (int64_t r = 0; r < rows_; ++r) kept_[r] = kept_[r] && !crossed_[r];
+    y_next = kern_.select_rows(kept_, y_new, y_);
+    if (t_grad_) t_next_T = kern_.select_rows(kept_, t_cur_T_ + h.tensor, t_cur_T_);
+    moved = &kept_;
   }
 
   if (pb_.record_steps && accept[0]) record_step(f1);
   y_ = std::move(y_next);
   if (tab_.fsal) {
-    k_first_ = kern_.select_rows(accept, k_[tab_.stages - 1], k_first_);
+    k_first_ = kern_.select_rows(*moved, k_[tab_.stages - 1], k_first_);
   } else {
     k_first_ = reuse ? std::move(f1) : at::Tensor();
   }
   std::vector<char> jumped(rows_, 0);
   bool any_jump = false;
   for (int64_t r = 0; r < rows_; ++r) {
-    if (!accept[r]) continue;
+    if (!(*moved)[r]) continue;
     const RowPlan& p = plan_[r];
     if (p.on_step) ++step_pos_[r];
     if (p.on_jump) {

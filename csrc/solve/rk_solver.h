@@ -34,9 +34,10 @@ struct SolveProblem {
   // with the state and the quadrature terms, which it may modify (returning true if it did: the
   // first stage is then re-evaluated). Single time grid only. The adjoint's jumps use it.
   std::function<bool(int64_t i, at::Tensor& y, at::Tensor& q)> at_output;
-  // Terminal event (single time grid of two times, no quadrature terms, no at_output): the solve runs
+  // Terminal event (time grids of two times, no quadrature terms, no at_output): the solve runs
   // from t[0] in the direction of t[1] (t[1] itself is not a bound) until g changes sign; output 1
-  // is then the state at the event (see event.h).
+  // is then the state at the event (see event.h). With per_row, every row (sample) stops at its own
+  // event: g then returns one row of values per sample, row r depending on sample r only.
   EventFunction* event = nullptr;
   // Called with the step's start time, state and quadrature terms (undefined without) and its signed
   // size (single time grid only).
@@ -61,7 +62,8 @@ struct SolveResult {
   at::Tensor solution;  // (T, *y0.shape)
   at::Tensor q;         // the quadrature terms at the last time, when there are any
   SolveStats stats;
-  double event_t = 0.0;  // event mode: the time of the event
+  double event_t = 0.0;             // event mode: the time of the event (of sample 0 when per_row)
+  std::vector<double> event_t_rows;  // event mode with per_row: every sample's
   StepRecord steps;      // with record_steps
 };
 

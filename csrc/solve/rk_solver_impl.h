@@ -123,14 +123,24 @@ class RkSolver {
   bool corrector_converged(const at::Tensor& a, const at::Tensor& b);
 
   // ---------------------------------------------------------------- events
-  double event_value(double t, const at::Tensor& y);
+  // The combined event value c per row at (times, y); fails when it is not finite on a row of `rows`
+  // (every row when null).
+  std::vector<double> event_values(const std::vector<double>& times, const at::Tensor& y,
+                                   const std::vector<char>* rows = nullptr);
 
-  // g at the initial point: when it is zero there, the event is at t[0] (torchdiffeq's convention).
+  // g at the initial point: where c is zero there, the row's event is at t[0] (torchdiffeq's
+  // convention). Writes y0 as every row's output 1 (until its event is found); returns true when every
+  // row's event is at t[0].
   bool event_at_start();
 
-  // After an accepted step to (t_next, y_next): when c has changed sign, locates the crossing on the
-  // step's continuous extension, writes the state there as output 1 and returns true.
-  bool event_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next, double t_next);
+  // After an accepted step to (t_next, y_next): on the rows whose c has changed sign, locates the
+  // crossing on the step's continuous extension (all rows' searches share the evaluations of g),
+  // writes the state there as output 1 and marks the row in `crossed`; returns whether any crossed.
+  bool events_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next, const std::vector<double>& t_next,
+                      const std::vector<char>& accept, std::vector<char>& crossed);
+
+  // The result of a solve until events: every row's event time.
+  SolveResult event_result();
 
   // The outputs written through autograd, placed into the solution in one differentiable op.
   void assemble_recorded_outputs();
@@ -186,8 +196,10 @@ class RkSolver {
   double dir_ = 1.0;
   bool last_nonfinite_ = false;
   EventSigns event_signs_;
-  double event_c_ = 0.0;  // the combined event value at the start of the current step (> 0)
-  double event_t_ = 0.0;
+  std::vector<double> event_c_;      // per row: the combined event value at the start of its step (> 0)
+  std::vector<double> event_t_;      // per row: the time of its event
+  std::vector<char> event_at_t0_;    // per row: its event is at t[0]
+  std::vector<char> crossed_, kept_;  // advance: the rows whose event was found, the rows that moved
   SolveStats stats_;
 };
 

@@ -106,64 +106,134 @@ StepRecord RkSolver::recorded_steps() {
   return r;
 }
 
-double RkSolver::event_value(double t, const at::Tensor& y) {
-  const double c = event_signs_.combined((*pb_.event)(time_values({t}, nullptr, 0), y.detach()));
-  if (std::isnan(c)) {
-    fail(FailureKind::NonFinite, 0, "event_fn returned a non-finite value at t = " + str(t));
+std::vector<double> RkSolver::event_values(const std::vector<double>& times, const at::Tensor& y,
+                                           const std::vector<char>* rows) {
+  const std::vector<double> c = event_signs_.combined((*pb_.event)(time_values(times, nullptr, 0), y.detach()));
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (std::isnan(c[r]) && (rows == nullptr || (*rows)[r])) {
+      fail(FailureKind::NonFinite, r, "event_fn returned a non-finite value at t = " + str(times[r]));
+    }
   }
   return c;
 }
 
 bool RkSolver::event_at_start() {
-  const double t0 = pb_.t[0].front();
-  const double c0 =
-      event_signs_.start((*pb_.event)(time_values({t0}, nullptr, 0), pb_.y0.detach()));
-  event_c_ = c0;
-  if (std::isnan(c0)) {
-    throw SolverFailure(FailureKind::NonFinite, "event_fn returned a non-finite value at the initial time t = " +
-                        str(t0), t0, -1, stats_);
+  std::vector<double> t0(rows_);
+  for (int64_t r = 0; r < rows_; ++r) t0[r] = pb_.t[r].front();
+  const std::vector<double> c0 =
+      event_signs_.start((*pb_.event)(time_values(t0, nullptr, 0), pb_.y0.detach()), rows_);
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (std::isnan(c0[r])) {
+      throw SolverFailure(FailureKind::NonFinite, "event_fn returned a non-finite value at the initial time t = " +
+                          str(t0[r]) + (pb_.per_row ? ", sample " + std::to_string(r) : std::string()),
+                          t0[r], pb_.per_row ? r : -1, stats_);
+    }
   }
-  if (c0 > 0) return false;
+  event_c_ = c0;
   event_t_ = t0;
+  event_at_t0_.assign(rows_, 0);
+  bool all = true;
+  for (int64_t r = 0; r < rows_; ++r) {
+    event_at_t0_[r] = c0[r] <= 0;
+    all = all && event_at_t0_[r];
+  }
   write_initial(1);
+  return all;
+}
+
+bool RkSolver::events_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next,
+                              const std::vector<double>& t_next, const std::vector<char>& accept,
+                              std::vector<char>& crossed) {
+  const std::vector<double> c1 = event_values(t_next, y_next, &accept);
+  crossed.assign(rows_, 0);
+  std::vector<CrossingSearch> searches;
+  std::vector<int64_t> which;
+  const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (!accept[r]) continue;
+    if (c1[r] > 0) {
+      event_c_[r] = c1[r];
+      continue;
+    }
+    crossed[r] = 1;
+    which.push_back(r);
+    // Bracket to a few ulps of the time (in units of theta).
+    const double tol = std::max(4 * eps * std::max(std::abs(t_cur_[r]), std::abs(t_next[r])) / std::abs(plan_[r].h),
+                                4 * std::numeric_limits<double>::epsilon());
+    searches.emplace_back(event_c_[r], c1[r], tol);
+  }
+  if (which.empty()) return false;
+  std::vector<at::Tensor> terms(k_.begin(), k_.end());
+  if (dense_.uses_f1) terms.push_back(f1);
+  auto theta_tensor = [&](const std::vector<double>& theta) {  // one point: (1) or (1, rows)
+    const at::Tensor th = at::tensor(theta, at::kDouble).to(pb_.y0.device());
+    return pb_.per_row ? th.view({1, rows_}) : th;
+  };
+  // Every row's search advances by one point per evaluation of g; the rows not searched (or whose
+  // search has ended) are evaluated at their step's start.
+  std::vector<double> theta(rows_), times(rows_);
+  std::vector<char> pending(rows_);
+  for (;;) {
+    bool any = false;
+    std::fill(theta.begin(), theta.end(), 0.0);
+    std::fill(pending.begin(), pending.end(), 0);
+    for (size_t i = 0; i < which.size(); ++i) {
+      double m;
+      if (searches[i].next(&m)) {
+        theta[which[i]] = m;
+        pending[which[i]] = 1;
+        any = true;
+      }
+    }
+    if (!any) break;
+    for (int64_t r = 0; r < rows_; ++r) times[r] = pending[r] ? rt(t_cur_[r] + theta[r] * plan_[r].h) : t_cur_[r];
+    at::Tensor state;
+    {
+      at::NoGradGuard g;
+      state = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_tensor(theta)).select(0, 0);
+    }
+    const std::vector<double> c = event_values(times, state, &pending);
+    for (size_t i = 0; i < which.size(); ++i) {
+      if (pending[which[i]]) searches[i].update(theta[which[i]], c[which[i]]);
+    }
+  }
+  std::vector<int64_t> index(rows_, -1);
+  std::fill(theta.begin(), theta.end(), 0.0);
+  for (size_t i = 0; i < which.size(); ++i) {
+    const int64_t r = which[i];
+    theta[r] = searches[i].result();
+    index[r] = 1;
+    event_t_[r] = theta[r] == 0.0 ? t_cur_[r] : rt(t_cur_[r] + theta[r] * plan_[r].h);
+  }
+  if (!kern_.needs_graph(y_, terms, static_cast<int>(terms.size()), &h) && !t_grad_) {
+    kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, theta, index);
+    return true;
+  }
+  at::Tensor th = theta_tensor(theta);
+  if (t_grad_) {
+    // With t[0] requiring grad the steps start from it: theta = (t_event - t) / h keeps the
+    // integration's length, t_event - t[0], a function of t[0] (t_event itself is a constant here).
+    // Rows without an event here may have h = 0: divide by 1 there, or the gradient would be NaN.
+    const auto dev = pb_.y0.device();
+    at::Tensor h_safe = h.tensor;
+    if (pb_.per_row) {
+      const at::Tensor m = at::tensor(std::vector<uint8_t>(crossed.begin(), crossed.end()), at::kByte).to(dev, at::kBool);
+      h_safe = at::where(m, h.tensor, at::ones_like(h.tensor));
+    }
+    th = ((at::tensor(event_t_, at::kDouble).to(dev) - t_cur_T_) / h_safe).view(th.sizes());
+  }
+  const at::Tensor values = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).reshape({rows_, -1});
+  const bool all = static_cast<int64_t>(which.size()) == rows_;
+  recorded_values_.push_back(all ? values : values.index_select(0, at::tensor(which, at::kLong).to(values.device())));
+  for (int64_t r : which) recorded_index_.push_back(rows_ + r);  // output 1 of row r
   return true;
 }
 
-bool RkSolver::event_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next, double t_next) {
-  const double c1 = event_value(t_next, y_next);
-  if (c1 > 0) {
-    event_c_ = c1;
-    return false;
-  }
-  std::vector<at::Tensor> terms(k_.begin(), k_.end());
-  if (dense_.uses_f1) terms.push_back(f1);
-  const double t0 = t_cur_[0], step = plan_[0].h;
-  const int n = static_cast<int>(terms.size());
-  auto theta_tensor = [&](double theta) {
-    return at::full({1}, theta, pb_.y0.options().dtype(at::kDouble).requires_grad(false));
-  };
-  auto c = [&](double theta) {
-    at::NoGradGuard g;
-    const at::Tensor state = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, theta_tensor(theta)).select(0, 0);
-    return event_value(rt(t0 + theta * step), state);
-  };
-  // Bracket to a few ulps of the time (in units of theta).
-  const double eps = o_.time_float32 ? std::numeric_limits<float>::epsilon() : std::numeric_limits<double>::epsilon();
-  const double tol = std::max(4 * eps * std::max(std::abs(t0), std::abs(t_next)) / std::abs(step),
-                              4 * std::numeric_limits<double>::epsilon());
-  const double theta = locate_crossing(c, event_c_, c1, tol);
-  event_t_ = theta == 0.0 ? t0 : rt(t0 + theta * step);
-  if (!kern_.needs_graph(y_, terms, n, &h) && !t_grad_) {
-    kern_.interp_into(solution_, y_, terms, h, dense_.poly, dense_.degree, {theta}, {1});
-  } else {
-    at::Tensor th = theta_tensor(theta);
-    // With t[0] requiring grad the steps start from it: theta = (t_event - t) / h keeps the
-    // integration's length, t_event - t[0], a function of t[0] (t_event itself is a constant here).
-    if (t_grad_) th = ((event_t_ - t_cur_T_) / h.tensor).reshape({1});
-    recorded_values_.push_back(kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).reshape({1, -1}));
-    recorded_index_.push_back(1);
-  }
-  return true;
+SolveResult RkSolver::event_result() {
+  assemble_recorded_outputs();
+  SolveResult result{solution_, q_result_, stats_, event_t_.empty() ? 0.0 : event_t_[0]};
+  if (pb_.per_row) result.event_t_rows = event_t_;
+  return result;
 }
 
 void RkSolver::assemble_recorded_outputs() {

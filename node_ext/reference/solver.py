@@ -21,7 +21,8 @@ from ..tableaus import a_matrix, dense_weights, tableau
 
 
 def solve_reference(problem):
-    """Solves a validated node_ext._problem.Problem; returns (solution, counts, event time or None)."""
+    """Solves a validated node_ext._problem.Problem; returns (solution, counts, event time or None); with
+    per-sample grids and an event function the event times are a list, one per sample."""
     counts = dict(n_fev=0, n_steps=0, n_accepted=0, n_rejected=0, n_unconverged=0)
     if not problem.per_row:
         from .adams import AdamsSolver  # (it subclasses _Solver)
@@ -29,15 +30,17 @@ def solve_reference(problem):
         solver = cls(problem, problem.y0, problem.t.tolist(), problem.t_grad, counts, row=None)
         sol = solver.run()
         return sol, counts, solver.event_t
-    outs, steps, accepted = [], [], []
+    outs, steps, accepted, event_t = [], [], [], []
     for r in range(problem.t.shape[0]):
         t_grad = problem.t_grad[r] if problem.t_grad is not None else None
         before = counts["n_steps"], counts["n_accepted"]
-        outs.append(_Solver(problem, problem.y0[r:r + 1], problem.t[r].tolist(), t_grad, counts, row=r).run())
+        solver = _Solver(problem, problem.y0[r:r + 1], problem.t[r].tolist(), t_grad, counts, row=r)
+        outs.append(solver.run())
+        event_t.append(solver.event_t)
         steps.append(counts["n_steps"] - before[0])
         accepted.append(counts["n_accepted"] - before[1])
     counts.update(n_steps_per_sample=steps, n_accepted_per_sample=accepted)
-    return torch.cat(outs, dim=1), counts, None
+    return torch.cat(outs, dim=1), counts, (event_t if problem.event_fn is not None else None)
 
 
 def solve_reference_recording_steps(problem):
@@ -303,6 +306,8 @@ class _Solver:
         """min_i g_i(t, y) s_i, the signs s_i taken at the initial point (torchdiffeq's combination)."""
         with torch.no_grad():
             tt = torch.tensor(t, dtype=y.dtype, device=y.device)
+            if self.per_row:  # this sample's row: t of shape (1,), one row of values
+                tt = tt.reshape(1)
             g = self.p.event_fn(tt, self.p.as_state(y.detach())).detach().double().reshape(-1).cpu()
             if first:
                 self.event_signs = torch.sign(g)
