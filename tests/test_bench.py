@@ -136,6 +136,14 @@ def test_w7_bounce_times_and_gradients_match_the_closed_form():
         assert row["error"] < 1e-12 and row["nfe"] > 0
         assert float(row["note"].rsplit("gradient error ", 1)[1]) < 1e-10
     assert float(rows[("reference", "backprop")]["note"].rsplit("gradient error ", 1)[1]) < 1e-10
+    # Balls from 16 heights, each bouncing on its own: one batched solve per bounce against a loop over balls.
+    from node_ext.bench.events_per_sample import MODE
+    suite.speedups(list(rows.values()))
+    ours = rows[("node_ext", MODE)]
+    assert ours["error"] < 1e-12 and float(ours["note"].rsplit("gradient error ", 1)[1]) < 1e-10
+    assert rows[("torchdiffeq", MODE)]["nfe"] > 10 * ours["nfe"]  # a solve per ball
+    assert rows[("torchdiffeq", MODE)]["error"] < 1e-8 and rows[("reference", MODE)]["error"] < 1e-12
+    assert set(ours["speedup"]) == {"reference", "torchdiffeq"}
 
 
 def test_w8_adams_rows():

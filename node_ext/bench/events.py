@@ -36,11 +36,12 @@ def ground(t, y):
     return y[0]
 
 
-def exact_bounce_times(g, e, n):
+def exact_bounce_times(g, e, n, height=HEIGHT):
     """Closed form: the first fall takes sqrt(2 h / g); a flight from height LIFT with upward speed
-    u lasts (u + sqrt(u^2 + 2 g LIFT)) / g and lands at speed sqrt(u^2 + 2 g LIFT)."""
-    t = torch.sqrt(2 * HEIGHT / g)
-    speed = torch.sqrt(2 * g * HEIGHT)
+    u lasts (u + sqrt(u^2 + 2 g LIFT)) / g and lands at speed sqrt(u^2 + 2 g LIFT). `height` may be
+    a Tensor of one height per ball: the result is then (n, balls)."""
+    t = torch.sqrt(2 * height / g)
+    speed = torch.sqrt(2 * g * height)
     times = [t]
     for _ in range(n - 1):
         up = e * speed
@@ -51,20 +52,22 @@ def exact_bounce_times(g, e, n):
     return torch.stack(times)
 
 
-def bounce_times(event_solver, ball, n, device):
-    """The first n bounce times, each solve restarting from the state after the previous bounce."""
-    state = torch.tensor([HEIGHT, 0.0], dtype=torch.float64, device=device)
-    t = torch.tensor(0.0, dtype=torch.float64, device=device)
+def bounce_times(event_solver, ball, n, device, height=HEIGHT):
+    """The first n bounce times, each solve restarting from the state after the previous bounce. With
+    a Tensor of heights (and batched dynamics) every ball bounces on its own: times of shape (n, balls)."""
+    state = torch.stack([torch.as_tensor(height, dtype=torch.float64, device=device)] * 2, -1)
+    state = state * torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)  # at rest
+    t = torch.zeros(state.shape[:-1], dtype=torch.float64, device=device)
     times = []
     for _ in range(n):
         t, sol = event_solver(ball, state, t)
         times.append(t)
         e = ball.f.e if isinstance(ball, Counted) else ball.e
-        state = torch.stack([sol[-1, 0] + LIFT, -e * sol[-1, 1]])
+        state = torch.stack([sol[-1, ..., 0] + LIFT, -e * sol[-1, ..., 1]], -1)
     return torch.stack(times)
 
 
-def _event_solver(lib, mode, kw):
+def _event_solver(lib, mode, kw, event_fn=ground):
     """(ball, state, t0) -> (event time, solution) for a library in a gradient mode, or None."""
     if lib == "torchode":
         return None
@@ -78,9 +81,9 @@ def _event_solver(lib, mode, kw):
         return None
     extra = dict(kw)
     if mode == "adjoint":
-        return lambda ball, y, t: odeint_event(ball, y, t, event_fn=ground, odeint_interface=interface,
+        return lambda ball, y, t: odeint_event(ball, y, t, event_fn=event_fn, odeint_interface=interface,
                                                adjoint_params=tuple(ball.parameters()), **extra)
-    return lambda ball, y, t: odeint_event(ball, y, t, event_fn=ground, odeint_interface=interface, **extra)
+    return lambda ball, y, t: odeint_event(ball, y, t, event_fn=event_fn, odeint_interface=interface, **extra)
 
 
 def w7(quick, device, progress=None):
@@ -127,7 +130,8 @@ def w7(quick, device, progress=None):
                          nfe=extra["nfe"], nfe_backward=extra["nfe_backward"], error=extra["error"],
                          note="%d bounces; bounce-time error %.1e, gradient error %.1e"
                               % (n, extra["error"], extra["grad_error"])))
-    return rows
+    from .events_per_sample import per_sample_rows  # (it builds on this module)
+    return rows + per_sample_rows(n, kw, device, 3 if quick else 11, progress)
 
 
-__all__ = ["w7", "exact_bounce_times", "Ball"]
+__all__ = ["w7", "exact_bounce_times", "bounce_times", "Ball"]
