@@ -41,11 +41,8 @@ class _OdeintAdjoint(torch.autograd.Function):
         solution, t, *params = ctx.saved_tensors
         problem, adj = ctx.problem, ctx.adjoint
         t_grad = ctx.needs_input_grad[4]
-        # A sample whose event is at t0 itself has y0 as its state there: nothing to solve backwards.
-        at_start = ctx.times[..., 0] == ctx.times[..., 1] if problem.event_fn is not None else None
-        if at_start is not None and bool(at_start.all()):
-            return (None, None, None, grad[0] + grad[1], torch.zeros_like(t) if t_grad else None,
-                    *(None for _ in params))
+        if problem.event_fn is not None and bool((ctx.times[..., 0] == ctx.times[..., 1]).all()):
+            return (None, None, None, *_events_at_t0_backward(problem, grad, t, t_grad), *(None for _ in params))
         shapes = [list(s) for s in problem.shapes] if problem.shapes is not None else []
         options = adj["options"]
         if adj["grid_constructor"] is not None:
@@ -56,11 +53,25 @@ class _OdeintAdjoint(torch.autograd.Function):
         record(counts, ctx.stats, backward=True)
         adams.warn_unconverged(counts, adj["method"], backward=True)
         if grad_t is not None:
-            if problem.event_fn is not None:  # t1 only set the direction; an event at t0 does not move with it
-                from_t0 = torch.where(at_start.to(grad_t.device), torch.zeros_like(grad_t[..., 0]), grad_t[..., 0])
-                grad_t = torch.stack([from_t0, torch.zeros_like(from_t0)], -1)
+            if problem.event_fn is not None:  # t1 only set the direction
+                grad_t = torch.stack([grad_t[..., 0], torch.zeros_like(grad_t[..., 0])], -1)
             grad_t = grad_t.to(device=t.device, dtype=t.dtype)
         return (None, None, None, grad_y0, grad_t, *grad_params)
+
+
+def _events_at_t0_backward(problem, grad, t, t_grad):
+    """(grad_y0, grad_t) when every event is at t0 itself: nothing to solve backwards. The state at the
+    event, y(t_e) = y0 for t_e = t0 held constant, moves with t0 by -f(t0, y0)."""
+    grad_y0 = grad[0] + grad[1]
+    if not t_grad:
+        return grad_y0, None
+    y0 = problem.y0
+    with torch.no_grad():
+        t0 = problem.t[..., 0].to(device=y0.device, dtype=y0.dtype)
+        f0 = problem.flatten(problem.func(t0, problem.as_state(y0))).reshape(y0.shape)
+    rows = y0.shape[0] if problem.per_row else 1
+    from_t0 = -(grad[1] * f0).reshape(rows, -1).sum(1).reshape(t[..., 0].shape)
+    return grad_y0, torch.stack([from_t0, torch.zeros_like(from_t0)], -1).to(device=t.device, dtype=t.dtype)
 
 
 @eager_under_compile  # under torch.compile the solve runs eagerly (node_ext/compile_guard.py)

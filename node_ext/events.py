@@ -25,7 +25,9 @@ def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface
         func, y0: as in :func:`node_ext.odeint` (a tuple y0 is supported).
         t0: the initial time, a scalar Tensor (it may require grad); or a Tensor of shape (batch,), one
             initial time per sample of a Tensor y0 whose first dimension is the batch: every sample
-            then stops at its own event (see below).
+            then stops at its own event (see below). A t0 of one element is one time, as in
+            torchdiffeq, whatever its shape (for a batch of one with an event per sample, pass a t of
+            shape (1, 2) to odeint or odeint_adjoint).
         event_fn: ``event_fn(t, y)`` returning a Tensor; the event is the first sign change of any of
             its values. It may have parameters of its own (an ``nn.Module``): they get gradients too.
             With one event per sample, t has shape (batch,) and the values' first dimension is the
@@ -92,8 +94,9 @@ def _through_event_time(func, event_fn, t0, y0, event_t, y_e, tuple_state, per_s
         g0 = event_fn(t0.detach().to(dtype), _detached(y0, tuple_state))
         signs = torch.sign(g0)
         # A value that is zero at t0 puts the event there (torchdiffeq's convention): event_t is t0
-        # itself and the state there y0, with no implicit derivative (c vanishes identically).
+        # itself (c vanishes identically: no implicit derivative), and the state there y0.
         at_start = (g0.abs().reshape(rows, -1).min(1).values if per_sample else g0.abs().min()) == 0
+        at_start = at_start.to(event_t.device)
         f_e = func(event_t.detach().to(dtype), _detached(y_e, tuple_state))
     f_members = f_e if tuple_state else (f_e,)
 
@@ -116,11 +119,13 @@ def _through_event_time(func, event_fn, t0, y0, event_t, y_e, tuple_state, per_s
     # c through the graph of the state and of event_fn's parameters: its value is (nearly) zero; only
     # its derivatives matter, so the correction below has value zero and the implicit gradients.
     c = combined(event_t.detach().to(dtype), y_e)
-    start = t0.to(event_t.dtype) - t0.detach().to(event_t.dtype)  # zero, with t0's gradient
-    if not c.requires_grad:
-        return torch.where(at_start, event_t.detach() + start, event_t), y_e
-    dt = torch.where(at_start, torch.zeros_like(c), -(c - c.detach()) / torch.where(at_start, torch.ones_like(dcdt), dcdt))
-    event_t = event_t.detach() + dt.to(event_t.dtype) + torch.where(at_start, start, torch.zeros_like(start))
+    # dt: zero in value, with the event time's derivatives: -(dc/dp) / (dc/dt), or t0's own for an event at
+    # t0. The state moves with the event time along f (odeint's y(t_e) holds t_e constant): for an
+    # event at t0 this cancels y(t_e)'s derivative -f with respect to t0, leaving y0's.
+    start = (t0 - t0.detach()).to(device=event_t.device, dtype=dtype)
+    implicit = -(c - c.detach()) / torch.where(at_start, torch.ones_like(dcdt), dcdt)
+    dt = torch.where(at_start, start, implicit)
+    event_t = event_t.detach() + dt.to(event_t.dtype)
     moved = tuple(m + f.detach() * (dt.reshape((rows,) + (1,) * (m.dim() - 1)) if per_sample else dt)
                   for m, f in zip(members, f_members))
     return event_t, (moved if tuple_state else moved[0])

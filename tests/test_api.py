@@ -89,6 +89,23 @@ def test_per_sample_time_argument_is_per_sample():
     assert (y[..., 0] - exact).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", dict(step_size=0.1))])
+def test_per_sample_times_stay_in_each_samples_span(method, options):
+    # Sample 0 is done at t = 1.5, long before sample 1 (t = 5): f still sees it, at its own end time.
+    seen = []
+
+    def f(t, y):
+        seen.append(t.clone())
+        return -y * t[:, None]
+
+    t = torch.tensor([[1.0, 1.5], [1.0, 5.0]], dtype=torch.float64)
+    node_ext.odeint(f, torch.ones(2, 1, dtype=torch.float64), t, method=method, options=options)
+    times = torch.stack(seen)
+    assert times[:, 0].min().item() >= 1.0 and times[:, 0].max().item() <= 1.5
+    assert times[:, 1].min().item() >= 1.0 and 4.99 < times[:, 1].max().item() <= 5.0
+    assert int((times[:, 0] == 1.5).sum()) > 10  # many calls after sample 0 finished
+
+
 def test_stats_accumulate_and_last_stats():
     p = Linear()
     t = torch.linspace(0, 1, 3, dtype=torch.float64)

@@ -183,6 +183,35 @@ def test_an_event_at_t0_is_t0_itself_with_y0(interface, per_sample):
         assert fall.g.grad is None or fall.g.grad.item() == 0.0
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_events_at_and_just_after_t0_agree_between_interfaces(per_sample):
+    # Sample 0 starts on the ground (its event is at t0 by convention), sample 1 a hair above it (its event,
+    # found by the search, is t0 to rounding): odeint's state at the event (event time held constant) and
+    # odeint_event's (with the event time's derivative) have the same gradients through both interfaces.
+    y0_all = torch.tensor([[0.0, -1.0], [1e-18, -1.0]], **F64)
+    for rows in ([[0, 1]] if per_sample else [[0], [1]]):
+        grads = {}
+        for name in ("odeint", "odeint_adjoint"):
+            interface = getattr(node_ext, name)
+            y0 = y0_all[rows].clone().requires_grad_(True)
+            t0 = torch.tensor([0.5, 0.5] if per_sample else 0.5, **F64, requires_grad=True)
+            t = torch.stack([t0, t0 + 1.0], -1)
+            event_t, sol = interface(Fall(), y0, t, event_fn=ground, **TIGHT)
+            (sol[1] * torch.tensor([0.5, 2.0], **F64)).sum().backward()
+            raw = t0.grad.clone()
+            t0.grad = None
+            event_t, sol = node_ext.odeint_event(Fall(), y0, t0, event_fn=ground, odeint_interface=interface, **TIGHT)
+            (event_t.sum() + (sol[1] * torch.tensor([0.5, 2.0], **F64)).sum()).backward()
+            grads[name] = (raw, t0.grad.clone())
+            assert (event_t.detach().reshape(-1) == 0.5).all()
+        torch.testing.assert_close(grads["odeint_adjoint"][0], grads["odeint"][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads["odeint_adjoint"][1], grads["odeint"][1], rtol=1e-12, atol=1e-12)
+        # raw: -(w . f(t0, y0)) = -(0.5 * -1 + 2 * -g); with the event time: 1 (the state at the event
+        # then depends on t0 only through the event time, and h(t_e) = 0, v(t_e) = v0 - g (t_e - t0))
+        torch.testing.assert_close(grads["odeint"][0], torch.full_like(t0, 0.5 + 2 * G), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads["odeint"][1], torch.ones_like(t0), rtol=1e-9, atol=1e-9)
+
+
 class Threshold(torch.nn.Module):
     """An event with a parameter: the height falls below `level` (shared by the samples)."""
 

@@ -56,7 +56,10 @@ SolveResult RkSolver::run() {
   if (n_times_ == 1) return {solution_, q_result_, stats_};
   if (pb_.event && event_at_start()) return event_result();
   setup();
-  for (int64_t r = 0; r < rows_ && pb_.event; ++r) done_[r] = event_at_t0_[r];
+  if (pb_.event) {
+    for (int64_t r = 0; r < rows_; ++r) done_[r] = event_at_t0_[r];
+    if (t_grad_) events_at_start_with_t_grad(k_first_, t_cur_T_);
+  }
   while (std::find(done_.begin(), done_.end(), 0) != done_.end()) attempt();
   assemble_recorded_outputs();
   if (quad_) q_result_ = q_;
@@ -279,6 +282,7 @@ void RkSolver::plan() {
     RowPlan p;
     p.active = !done_[r];
     if (!p.active) {
+      p.end = t_cur_[r];  // a finished row stays where it is (f sees it at its own time)
       plan_[r] = p;
       continue;
     }
@@ -498,7 +502,8 @@ void RkSolver::advance(StepSize& h, const std::vector<char>& active, const std::
   if (tab_.fsal) {
     k_first_ = kern_.select_rows(*moved, k_[tab_.stages - 1], k_first_);
   } else {
-    k_first_ = reuse ? std::move(f1) : at::Tensor();
+    // (rows stopped by their event keep f at the state they stay at)
+    k_first_ = !reuse ? at::Tensor() : moved == &accept ? std::move(f1) : kern_.select_rows(*moved, f1, k_first_);
   }
   std::vector<char> jumped(rows_, 0);
   bool any_jump = false;

@@ -133,6 +133,11 @@ class RkSolver {
   // row's event is at t[0].
   bool event_at_start();
 
+  // With t requiring grad, output 1 of a row whose event is at t[0] is y0 + (t_e - t[0]) f(t[0], y0)
+  // (f0): y0 in value, with the derivative every event state has with respect to t[0] while the event
+  // time t_e is held constant (odeint_event adds the event time's own derivative).
+  void events_at_start_with_t_grad(const at::Tensor& f0, const at::Tensor& t0_T);
+
   // After an accepted step to (t_next, y_next): on the rows whose c has changed sign, locates the
   // crossing on the step's continuous extension (all rows' searches share the evaluations of g),
   // writes the state there as output 1 and marks the row in `crossed`; returns whether any crossed.

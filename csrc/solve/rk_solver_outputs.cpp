@@ -138,7 +138,27 @@ bool RkSolver::event_at_start() {
     all = all && event_at_t0_[r];
   }
   write_initial(1);
+  if (all && t_grad_) {
+    const at::Tensor t0_T = pb_.per_row ? pb_.t_grad.select(1, 0) : pb_.t_grad.select(0, 0);
+    events_at_start_with_t_grad(eval(t0, event_at_t0_, 0, t0_T, pb_.y0), t0_T);
+  }
   return all;
+}
+
+void RkSolver::events_at_start_with_t_grad(const at::Tensor& f0, const at::Tensor& t0_T) {
+  std::vector<int64_t> which;
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (event_at_t0_[r]) which.push_back(r);
+  }
+  if (which.empty()) return;
+  std::vector<int64_t> shape(pb_.y0.dim(), 1);
+  if (pb_.per_row) shape[0] = rows_;
+  const at::Tensor dt = (at::tensor(event_t_, at::kDouble).to(t0_T.device()).view(t0_T.sizes()) - t0_T)
+                            .to(pb_.y0.scalar_type()).view(shape);
+  const at::Tensor values = (pb_.y0 + dt * f0).reshape({rows_, -1});
+  const bool all = static_cast<int64_t>(which.size()) == rows_;
+  recorded_values_.push_back(all ? values : values.index_select(0, at::tensor(which, at::kLong).to(values.device())));
+  for (int64_t r : which) recorded_index_.push_back(rows_ + r);  // output 1 of row r
 }
 
 bool RkSolver::events_crossed(StepSize& h, const at::Tensor& f1, const at::Tensor& y_next,
@@ -220,7 +240,9 @@ bool RkSolver::events_crossed(StepSize& h, const at::Tensor& f1, const at::Tenso
       const at::Tensor m = at::tensor(std::vector<uint8_t>(crossed.begin(), crossed.end()), at::kByte).to(dev, at::kBool);
       h_safe = at::where(m, h.tensor, at::ones_like(h.tensor));
     }
-    th = ((at::tensor(event_t_, at::kDouble).to(dev) - t_cur_T_) / h_safe).view(th.sizes());
+    std::vector<double> te(rows_);  // the event time on the rows that crossed, theta = 0 elsewhere
+    for (int64_t r = 0; r < rows_; ++r) te[r] = crossed[r] ? event_t_[r] : t_cur_[r];
+    th = ((at::tensor(te, at::kDouble).to(dev) - t_cur_T_) / h_safe).view(th.sizes());
   }
   const at::Tensor values = kern_.interp(y_, terms, h, dense_.poly, dense_.degree, th).reshape({rows_, -1});
   const bool all = static_cast<int64_t>(which.size()) == rows_;
@@ -231,7 +253,7 @@ bool RkSolver::events_crossed(StepSize& h, const at::Tensor& f1, const at::Tenso
 
 SolveResult RkSolver::event_result() {
   assemble_recorded_outputs();
-  SolveResult result{solution_, q_result_, stats_, event_t_.empty() ? 0.0 : event_t_[0]};
+  SolveResult result{solution_, q_result_, stats_, event_t_[0]};
   if (pb_.per_row) result.event_t_rows = event_t_;
   return result;
 }

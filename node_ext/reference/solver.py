@@ -132,7 +132,10 @@ class _Solver:
             c_start = self.event_value(self.t, y, first=True)
             if c_start <= 0:  # zero at the initial time: the event is there
                 self.event_t = self.t
-                return torch.stack([y, y])
+                if self.t_grad is None:
+                    return torch.stack([y, y])
+                # y(t_e) for a constant t_e = t0: y0 in value, moving by -f(t0, y0) with t0
+                return torch.stack([y, y + (self.t - self.t_grad[0]) * self.f(self.t_grad[0], y)])
             self.t_end = self.dir * math.inf
         self.t_T = self.t_grad[0] if self.t_grad is not None else None
         fixed_perturb = not tab["adaptive"] and self.o["perturb"]
