@@ -94,8 +94,9 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             ``(vjp_t, y, adj_y, *vjp_params)`` (the layout of the step callbacks below) and
             returns a scalar; it also sizes the backward solve's first step.
         event_fn: as in :func:`node_ext.odeint`: returns ``(event_t, solution)``; the backward solve
-            runs from event_t to t[0] (per sample with a 2-D t). As torchdiffeq's, event_t requires grad but no gradient flows
-            through it (gradients through the event time: :func:`node_ext.odeint_event`).
+            runs from event_t to t[0] (per sample with a 2-D t). As torchdiffeq's, event_t requires grad
+            but no gradient flows through it (gradients through the event time:
+            :func:`node_ext.odeint_event`).
         stats: a :class:`node_ext.SolveStats`; the backward solve adds to its ``*_backward`` fields.
 
     Step callbacks, as torchdiffeq: ``func.callback_step`` etc. are called by the forward solve;

@@ -55,10 +55,9 @@ def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface
     direction = -1.0 if reverse_time else 1.0
     if per_sample:
         if not torch.is_tensor(y0) or y0.dim() == 0 or y0.shape[0] != t0.shape[0]:
+            got = "y0 of shape %s" % (tuple(y0.shape),) if torch.is_tensor(y0) else "a %s" % type(y0).__name__
             raise ValueError("t0 of shape %s gives one event per sample and needs a Tensor y0 whose first dimension "
-                             "is the batch (%d), got %s" % (tuple(t0.shape), t0.shape[0], "a tuple" if isinstance(
-                                 y0, tuple) else "y0 of shape %s" % (tuple(y0.shape),) if torch.is_tensor(y0) else
-                                 type(y0).__name__))
+                             "is the batch (%d), got %s" % (tuple(t0.shape), t0.shape[0], got))
         t = torch.stack([t0, t0.detach() + direction], 1)
     else:
         t0 = t0.reshape(1)
