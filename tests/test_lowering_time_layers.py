@@ -111,7 +111,10 @@ def test_time_at_several_layers_runs_natively(make, inputs, per_row):
         grids = torch.stack([torch.linspace(0.1 * i, 1.0 + 0.2 * i, 3, dtype=torch.float64) for i in range(5)])
         native, python, calls = _solve_both(f, y0, grids)
         assert calls == 0
-        torch.testing.assert_close(native, python, rtol=1e-10, atol=1e-11)
+        # The initial step's probe runs without autograd, so natively on the fused layers, whose
+        # rounding differs from ATen's by an ulp on some CPUs (AVX-512): the step sizes then differ
+        # slightly, and the two solutions agree to the solve's tolerance (rtol 1e-9).
+        torch.testing.assert_close(native, python, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("make", [FFJORDStyle, SharedColumn], ids=["ffjord", "shared"])

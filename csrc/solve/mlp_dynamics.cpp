@@ -5,77 +5,15 @@
 #include <c10/core/GradMode.h>
 
 #include "kernels/cpu/dense_layer.h"
+#include "solve/shape_text.h"
 
-#include <sstream>
 #include <stdexcept>
 
 namespace node_ext {
 
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream o;
-  o << t.sizes();
-  return o.str();
-}
-
 [[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("MLPDynamics: " + message); }
-
-}  // namespace
-
-MLPActivation MLPActivation::named(const std::string& name, double alpha, double threshold,
-                                   const std::string& approximate) {
-  static const std::pair<const char*, Kind> kinds[] = {
-      {"Tanh", Kind::Tanh}, {"ReLU", Kind::ReLU}, {"ELU", Kind::ELU}, {"Softplus", Kind::Softplus},
-      {"Sigmoid", Kind::Sigmoid}, {"SiLU", Kind::SiLU}, {"LeakyReLU", Kind::LeakyReLU}, {"GELU", Kind::GELU}};
-  MLPActivation a;
-  bool found = false;
-  std::string names;
-  for (const auto& [n, k] : kinds) {
-    names += std::string(names.empty() ? "" : ", ") + n;
-    if (name == n) {
-      a.kind = k;
-      found = true;
-    }
-  }
-  if (!found) invalid("activation must be one of " + names + ", got '" + name + "'");
-  if (a.kind == Kind::GELU && approximate != "none" && approximate != "tanh") {
-    invalid("GELU approximate must be 'none' or 'tanh', got '" + approximate + "'");
-  }
-  a.alpha = alpha;
-  a.threshold = threshold;
-  a.approximate = approximate;
-  return a;
-}
-
-at::Tensor MLPActivation::operator()(const at::Tensor& x) const {
-  switch (kind) {
-    case Kind::Tanh: return at::tanh(x);
-    case Kind::ReLU: return at::relu(x);
-    case Kind::ELU: return at::elu(x, alpha);
-    case Kind::Softplus: return at::softplus(x, alpha, threshold);
-    case Kind::Sigmoid: return at::sigmoid(x);
-    case Kind::SiLU: return at::silu(x);
-    case Kind::LeakyReLU: return at::leaky_relu(x, alpha);
-    case Kind::GELU: return at::gelu(x, approximate);
-  }
-  return x;
-}
-
-void MLPActivation::apply_(at::Tensor& x) const {
-  switch (kind) {
-    case Kind::Tanh: at::tanh_(x); break;
-    case Kind::ReLU: at::relu_(x); break;
-    case Kind::ELU: at::elu_(x, alpha); break;
-    case Kind::Softplus: at::softplus_out(x, x, alpha, threshold); break;
-    case Kind::Sigmoid: at::sigmoid_(x); break;
-    case Kind::SiLU: at::silu_(x); break;
-    case Kind::LeakyReLU: at::leaky_relu_(x, alpha); break;
-    case Kind::GELU: at::gelu_(x, approximate); break;
-  }
-}
-
-namespace {
 
 std::vector<TimeInput> first_layer_time(size_t layers, bool time_dependent, bool time_first) {
   if (time_first && !time_dependent) invalid("time_first needs time_dependent=True");
@@ -87,12 +25,12 @@ std::vector<TimeInput> first_layer_time(size_t layers, bool time_dependent, bool
 }  // namespace
 
 MLPDynamics::MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
-                         MLPActivation activation, bool time_dependent, int64_t input_power, bool time_first)
+                         Activation activation, bool time_dependent, int64_t input_power, bool time_first)
     : MLPDynamics(weights, biases, std::move(activation), first_layer_time(weights.size(), time_dependent, time_first),
                   input_power) {}
 
 MLPDynamics::MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
-                         MLPActivation activation, std::vector<TimeInput> time_inputs, int64_t input_power)
+                         Activation activation, std::vector<TimeInput> time_inputs, int64_t input_power)
     : weights_(weights), biases_(biases), activation_(std::move(activation)), time_inputs_(std::move(time_inputs)),
       time_dependent_(false), input_power_(input_power) {
   if (weights_.empty()) invalid("weights must hold at least one layer");

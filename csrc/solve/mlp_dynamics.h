@@ -14,26 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "solve/activation.h"
 #include "solve/dynamics.h"
 #include "solve/tensor_pool.h"
 
 namespace node_ext {
-
-// The activation between layers, with torch.nn's parameters: ELU alpha, Softplus beta and
-// threshold, LeakyReLU negative_slope, GELU approximate ('none' | 'tanh').
-struct MLPActivation {
-  enum class Kind { Tanh, ReLU, ELU, Softplus, Sigmoid, SiLU, LeakyReLU, GELU };
-  Kind kind = Kind::Tanh;
-  double alpha = 1.0;      // ELU alpha, LeakyReLU negative_slope, Softplus beta
-  double threshold = 20.0;  // Softplus threshold
-  std::string approximate = "none";
-
-  // From torch.nn's class name ("Tanh", "ELU", ...); throws std::invalid_argument listing the
-  // supported ones for any other name.
-  static MLPActivation named(const std::string& name, double alpha, double threshold, const std::string& approximate);
-  at::Tensor operator()(const at::Tensor& x) const;
-  void apply_(at::Tensor& x) const;  // in place, no autograd
-};
 
 // Where a layer takes the time: not at all, as its last input or as its first input.
 enum class TimeInput : int8_t { None, Last, First };
@@ -47,11 +32,11 @@ class MLPDynamics : public Dynamics {
   // the state enters the first layer as y**p (torchdiffeq's demo dynamics net(y**3)). Throws
   // std::invalid_argument naming the argument and the shapes otherwise.
   MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
-              MLPActivation activation, std::vector<TimeInput> time_inputs, int64_t input_power = 1);
+              Activation activation, std::vector<TimeInput> time_inputs, int64_t input_power = 1);
 
   // The time, when time_dependent, as the first layer's last input, or its first with time_first.
   MLPDynamics(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& biases,
-              MLPActivation activation, bool time_dependent, int64_t input_power = 1, bool time_first = false);
+              Activation activation, bool time_dependent, int64_t input_power = 1, bool time_first = false);
 
   // t: () or (rows,), y: (rows, dim) (or (..., dim) when not time-dependent). Evaluated by ATen
   // (autograd records it; any device), or, when nothing needs a gradient and the layers are
@@ -86,7 +71,7 @@ class MLPDynamics : public Dynamics {
  private:
   std::vector<at::Tensor> weights_;
   std::vector<std::optional<at::Tensor>> biases_;
-  MLPActivation activation_;
+  Activation activation_;
   std::vector<TimeInput> time_inputs_;
   bool time_dependent_;  // some layer takes the time
   int64_t input_power_;

@@ -20,8 +20,8 @@ namespace {
 
 // g *= act'(z), written from the pre-activation z and the activation h = act(z).
 template <typename T>
-void times_derivative(T* g, const T* z, const T* h, int64_t n, const MLPActivation& a) {
-  using Kind = MLPActivation::Kind;
+void times_derivative(T* g, const T* z, const T* h, int64_t n, const Activation& a) {
+  using Kind = Activation::Kind;
   const T alpha = static_cast<T>(a.alpha);
   const T threshold = static_cast<T>(a.threshold);
   switch (a.kind) {
@@ -157,7 +157,7 @@ void MLPDynamics::vjp_layers(const at::Tensor& t, const at::Tensor& y, const at:
 
 bool MLPDynamics::eval_vjp(const at::Tensor& t, const at::Tensor& y, const at::Tensor& cotangent, bool want_t,
                            const std::vector<at::Tensor>& params, at::Tensor* f, std::vector<at::Tensor>* grads) {
-  if ((activation_.kind == MLPActivation::Kind::GELU && weights_.size() > 1) || !fused_shape_ok(t, y, true) ||
+  if ((activation_.kind == Activation::Kind::GELU && weights_.size() > 1) || !fused_shape_ok(t, y, true) ||
       cotangent.sizes() != y.sizes() || cotangent.scalar_type() != y.scalar_type() || !cotangent.device().is_cpu()) {
     return false;
   }

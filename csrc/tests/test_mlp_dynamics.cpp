@@ -17,7 +17,7 @@ using namespace node_ext;
 
 namespace {
 
-MLPActivation act(const char* name) { return MLPActivation::named(name, 0.7, 5.0, "tanh"); }
+Activation act(const char* name) { return Activation::named(name, 0.7, 5.0, "tanh"); }
 
 }  // namespace
 
@@ -186,7 +186,7 @@ TEST_CASE(constructor_checks_shapes_and_names) {
   EXPECT(throws([&] { MLPDynamics({}, {}, act("Tanh"), false); }));
   EXPECT(throws([&] { MLPDynamics({w}, {std::nullopt}, act("Tanh"), false); }));  // 3 inputs, width 4
   EXPECT(throws([&] { MLPDynamics({w}, {at::zeros({3}, at::kDouble)}, act("Tanh"), true); }));
-  EXPECT(throws([&] { MLPActivation::named("Hardtanh", 1.0, 20.0, "none"); }));
+  EXPECT(throws([&] { Activation::named("Hardtanh", 1.0, 20.0, "none"); }));
   EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 0); }));
   EXPECT(throws([&] { MLPDynamics({at::randn({4, 4}, at::kDouble)}, {std::nullopt}, act("Tanh"), false, 1, true); }));
   // time_inputs: one per layer, and a layer taking the time has one more input.

@@ -11,7 +11,7 @@ from .workloads import w1, w4
 WORKLOADS = {"W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7, "W8": w8, "B1": b1}
 DEFAULT = ("W0", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")  # B1 is added on CUDA devices
 # Progress-bar units (timed runs, or measurements) per workload in (quick, full) mode.
-RUNS = {"W0": (24, 88), "W1": (25, 105), "W2": (20, 70), "W3": (8, 20), "W4": (20, 84), "W5": (4, 16), "W6": (14, 49), "W7": (24, 88), "W8": (24, 88), "B1": (1, 1)}
+RUNS = {"W0": (24, 88), "W1": (25, 105), "W2": (20, 70), "W3": (12, 30), "W4": (20, 84), "W5": (4, 16), "W6": (14, 49), "W7": (24, 88), "W8": (24, 88), "B1": (1, 1)}
 
 
 def describe():

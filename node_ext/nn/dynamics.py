@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .native import mlp_dynamics, runs_own_forward, without_hooks
+from .native_conv import conv_dynamics
 from .odef import ODEF
 
 
@@ -87,10 +88,14 @@ class ConvODEF(ODEF):
     norm, returning as many channels as it takes (the seeds' MNIST classifier; Chen et al. 2018 use
     GroupNorm). hidden: the channels of h (default: those of x); norm: 'batch' (as the seeds),
     'group' or 'none'; activation: an nn.Module class (ReLU by default; a smooth one such as
-    Softplus makes the dynamics easier to integrate)."""
+    Softplus makes the dynamics easier to integrate); native: let odeint evaluate it in C++
+    (node_ext._C.ConvDynamics: the same ATen calls as ``forward``, identical results; see
+    node_ext/nn/native_conv.py for when it applies), so that whole solves run without Python. Set
+    ``native=False`` (or the attribute) to always call ``forward``."""
 
-    def __init__(self, channels, norm="batch", activation=nn.ReLU, hidden=None):
+    def __init__(self, channels, norm="batch", activation=nn.ReLU, hidden=None, native=True):
         super().__init__()
+        self.native = native
         hidden = channels if hidden is None else hidden
         for name, value in (("channels", channels), ("hidden", hidden)):
             if not isinstance(value, int) or value < 1:
@@ -104,3 +109,9 @@ class ConvODEF(ODEF):
     def forward(self, x, t):
         h = self.act(self.norm1(self.conv1(add_time(x, t))))
         return self.norm2(self.conv2(add_time(h, t)))
+
+    def native_form(self, z0):
+        """node_ext._C.ConvDynamics computing forward for states like z0, or None (see __init__)."""
+        if not self.native or not runs_own_forward(self, ConvODEF) or not without_hooks(self):
+            return None
+        return conv_dynamics([(self.conv1, "last"), self.norm1, self.act, (self.conv2, "last"), self.norm2], z0)

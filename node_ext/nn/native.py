@@ -48,7 +48,7 @@ def runs_own_forward(module, cls):
     return type(module).forward is cls.forward and "forward" not in vars(module)
 
 
-def _plain(tensor):
+def plain_tensor(tensor):
     return type(tensor) in (torch.Tensor, nn.Parameter) and tensor.layout == torch.strided
 
 
@@ -77,13 +77,13 @@ def mlp_from_layers(linears, activation, dim, y0, input_power=1, time_inputs=Non
     ``y0**input_power``, layer i taking the time as its last or first input or not at all
     (time_inputs[i]: 'last', 'first', 'none'; None: no layer); or None when it cannot (see the
     module docstring)."""
-    if _ops.native is None or not _plain(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
+    if _ops.native is None or not plain_tensor(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
         return None
     time_inputs = list(time_inputs) if time_inputs is not None else ["none"] * len(linears)
     weights = [m.weight for m in linears]
     biases = [m.bias for m in linears]
     tensors = weights + [b for b in biases if b is not None]
-    if not all(_plain(w) and w.dtype == y0.dtype and w.device == y0.device for w in tensors):
+    if not all(plain_tensor(w) and w.dtype == y0.dtype and w.device == y0.device for w in tensors):
         return None
     timed = any(x != "none" for x in time_inputs)
     width_ok = y0.dim() == 2 if timed else y0.dim() >= 1
