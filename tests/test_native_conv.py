@@ -30,6 +30,7 @@ def state(batch=5, channels=4, size=5, dtype=torch.float64, device="cpu"):
 
 def solve_both(f, y0, t, grad=False, solver=node_ext.odeint, **kw):
     """The solve natively and from Python (f.native = False), with each one's number of evaluations."""
+    assert as_ty(f).native_dynamics(y0) is not None  # the comparison is native against Python
     out = []
     for native in (True, False):
         f.native = native
@@ -98,14 +99,58 @@ def test_batch_norm_in_training_mode_updates_its_statistics_as_python():
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_batch_norm_without_running_statistics():
+@pytest.mark.parametrize("buffers", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_norm_not_tracking_running_statistics(buffers, training):
+    """track_running_stats=False: batch statistics, except in evaluation mode with the buffers still
+    there (nn.BatchNorm2d then normalises with them); the buffers never move."""
     f = make(norm="batch")
     for m in (f.norm1, f.norm2):
         m.track_running_stats = False
-        m.running_mean = m.running_var = m.num_batches_tracked = None
-    f.eval()  # batch statistics in evaluation mode too
+        if not buffers:
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+        else:
+            m.running_mean.uniform_(-0.2, 0.2)
+    f.train(training)
+    before = [b.clone() for b in f.buffers()]
     (native, _), (python, _) = solve_both(f, state(), torch.linspace(0, 1, 3, dtype=torch.float64))
     torch.testing.assert_close(native, python, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(before, f.buffers()))
+
+
+def test_layer_options_match_python():
+    """Bias, groups, dilation and a parametrised activation through the Python builder."""
+    f = make(hidden=6, activation=lambda: nn.ELU(alpha=0.6))
+    f.conv1 = nn.Conv2d(5, 6, 3, padding=1, bias=True).double()
+    f.conv2 = nn.Conv2d(7, 4, 3, padding=2, dilation=2, bias=True).double()
+    f.norm1 = nn.GroupNorm(2, 6, affine=False).double()
+    y0 = state()
+    (native, _), (python, _) = solve_both(f, y0, torch.linspace(0, 1, 3, dtype=torch.float64))
+    torch.testing.assert_close(native, python, rtol=1e-12, atol=1e-12)
+    g = make(channels=5, hidden=6)
+    g.conv1 = nn.Conv2d(6, 6, 3, padding=1, groups=3, bias=False).double()  # 6 = 5 channels + time
+    (native, _), (python, _) = solve_both(g, state(channels=5), torch.linspace(0, 1, 3, dtype=torch.float64))
+    torch.testing.assert_close(native, python, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("module", ["conv", "mlp"])
+def test_autocast_gives_the_state_dtype(module):
+    """Under torch.autocast the layers compute in bfloat16, natively as from Python; the solver
+    gets the state's dtype back either way."""
+    if module == "conv":
+        f, y0 = make(dtype=torch.float32), state(dtype=torch.float32)
+    else:
+        f, y0 = node_ext.MLPODEF(3, hidden=(16, 16)), torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    t = torch.linspace(0, 1, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert as_ty(f).native_dynamics(y0)(t[1], y0).dtype == torch.float32
+        for grad in (False, True):
+            (native, n_native), (python, n_python) = solve_both(f, y0, t, grad=grad, method="rk4",
+                                                               options=dict(step_size=0.25))
+            assert native.dtype == python.dtype == torch.float32 and n_native == n_python
+            torch.testing.assert_close(native, python, rtol=1e-6, atol=1e-6)
+    plain, _ = solve_both(f, y0, t, method="rk4", options=dict(step_size=0.25))[0]
+    assert (plain - native).abs().max() > 1e-5  # bfloat16 did change the result
 
 
 @pytest.mark.parametrize("adjoint", [False, True])
@@ -127,6 +172,24 @@ def test_gradients_match_python(adjoint, norm):
         grads.append([y0.grad, t.grad] + [p.grad for p in f.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_training_mode_batch_norm_gradients_and_statistics(adjoint):
+    """nn.BatchNorm2d in training mode (ConvODEF's default): gradients, and the running statistics
+    after forward and backward (both re-evaluate the net), native against Python."""
+    solver = node_ext.odeint_adjoint if adjoint else node_ext.odeint
+    results = []
+    for native in (True, False):
+        f = make(norm="batch")
+        f.native = native
+        y0 = state().requires_grad_(True)
+        y = solver(as_ty(f), y0, torch.tensor([0.0, 0.5], dtype=torch.float64), rtol=1e-8, atol=1e-10)
+        y[-1].pow(2).sum().backward()
+        results.append([y.detach(), y0.grad] + [p.grad for p in f.parameters()] + [b.clone() for b in f.buffers()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    assert int(results[0][-1]) > 10  # norm2's num_batches_tracked
 
 
 def test_direct_backprop_gradcheck():
@@ -190,6 +253,20 @@ def test_python_is_used_when_anything_could_differ():
     f = make()
     f.norm1 = nn.LayerNorm([4, 5, 5]).double()  # not a supported layer
     assert _fall_back(f, y0)
+    f = make()
+    f.conv1.forward = lambda x: x  # an instance's own forward, on a layer
+    assert _fall_back(f, y0)
+    f = make()
+    f.act.forward = lambda x: x
+    assert _fall_back(f, y0)
+    f = make()
+    f.conv1 = nn.Conv2d(5, 4, 3, padding="same", bias=False).double()  # string padding
+    assert _fall_back(f, y0)
+    f = make(norm="batch")
+    f.norm1.eps = 0.0  # F.batch_norm raises in training mode
+    assert _fall_back(f, y0)
+    f.eval()
+    assert not _fall_back(f, y0)
     assert _fall_back(make(), y0.float())  # dtype differs from the weights': Python raises as usual
     assert _fall_back(make(), y0[0])  # not (batch, channels, height, width)
     assert _fall_back(make(), state(channels=3))  # channels do not chain
@@ -210,7 +287,8 @@ def test_builder_errors_name_the_layer():
     native.add_conv2d(w, None, [1, 1], [1, 1], [1, 1], 1, "last")
     with pytest.raises(ValueError, match=r"layer 1 \(group_norm\): 4 channels do not split into num_groups=3"):
         native.add_group_norm(3, None, None, 1e-5)
-    with pytest.raises(ValueError, match=r"layer 1 \(batch_norm\) running_mean must have the dtype and device"):
+    with pytest.raises(ValueError, match=r"layer 1 \(batch_norm\) running_mean is Float on cpu, the tensors before it "
+                                         r"Double on cpu: all must have one dtype and device"):
         native.add_batch_norm(None, None, torch.zeros(4), torch.ones(4, dtype=torch.float64), None, False, 0.1, 1e-5)
     with pytest.raises(ValueError, match=r"layer 1 \(conv2d\): bias of shape \[3\] for a weight of shape"):
         native.add_conv2d(w, torch.zeros(3, dtype=torch.float64), [1, 1], [1, 1], [1, 1], 1, "last")

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -143,7 +144,10 @@ void ConvDynamics::check_tensor(const at::Tensor& t, const std::string& name) {
   if (!at::isFloatingType(t.scalar_type())) invalid(name + " must be a floating tensor, got " + std::string(c10::toString(t.scalar_type())));
   if (!options_) options_ = t.options();
   if (t.scalar_type() != options_->dtype().toScalarType() || t.device() != options_->device()) {
-    invalid(name + " must have the dtype and device of the first layer's tensors");
+    std::ostringstream o;
+    o << name << " is " << t.scalar_type() << " on " << t.device() << ", the tensors before it "
+      << options_->dtype().toScalarType() << " on " << options_->device() << ": all must have one dtype and device";
+    invalid(o.str());
   }
 }
 
@@ -215,7 +219,7 @@ at::Tensor ConvDynamics::operator()(const at::Tensor& t, const at::Tensor& y) {
   for (const auto& layer : layers_) x = (*layer)(x, t);
   TORCH_CHECK(x.sizes() == y.sizes(), "ConvDynamics: the layers turn a state of shape ", y.sizes(), " into ",
               x.sizes(), "; dynamics must return the state's shape");
-  return x.is_contiguous() ? x : x.contiguous();
+  return as_state_result(x, y);
 }
 
 }  // namespace node_ext

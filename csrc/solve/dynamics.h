@@ -40,4 +40,12 @@ class Dynamics {
                                       const at::Tensor& cotangent);
 };
 
+// A native evaluation's result as the solver takes it: contiguous, in the state's dtype (under
+// torch.autocast ATen's convolutions and linear layers return float16/bfloat16; the Python
+// path casts back the same way, PyDynamics::checked).
+inline at::Tensor as_state_result(const at::Tensor& out, const at::Tensor& y) {
+  if (out.scalar_type() != y.scalar_type()) return out.to(y.scalar_type()).contiguous();
+  return out.is_contiguous() ? out : out.contiguous();
+}
+
 }  // namespace node_ext

@@ -1,6 +1,7 @@
 #include "solve/mlp_dynamics.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/GradMode.h>
 
@@ -99,10 +100,12 @@ at::Tensor MLPDynamics::eval_aten(const at::Tensor& t, const at::Tensor& y) cons
     x = at::linear(x, weights_[i], biases_[i]);
     if (i + 1 < n) x = activation_(x);
   }
-  return x.is_contiguous() ? x : x.contiguous();
+  return as_state_result(x, y);
 }
 
 bool MLPDynamics::fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool small_only) const {
+  // Under torch.autocast Python computes the layers in lower precision: ATen does the same here.
+  if (at::autocast::is_autocast_enabled(at::kCPU)) return false;
   const at::ScalarType dtype = weights_[0].scalar_type();
   if (!y.device().is_cpu() || !weights_[0].device().is_cpu() || y.scalar_type() != dtype || !y.is_contiguous() ||
       (dtype != at::kFloat && dtype != at::kDouble) || y.dim() < 1 || y.size(-1) != dim_ ||

@@ -58,7 +58,7 @@ class MLPDynamics : public Dynamics {
   at::Tensor eval_fused(const at::Tensor& t, const at::Tensor& y);
   // Whether the fused path can evaluate (t, y); small_only: and whether it should (kFusedMaxWork).
   bool fused_applies(const at::Tensor& t, const at::Tensor& y, bool small_only = true) const;
-  // The same, leaving out whether anything requires grad.
+  // The same, leaving out whether anything requires grad (false under CPU autocast).
   bool fused_shape_ok(const at::Tensor& t, const at::Tensor& y, bool small_only) const;
 
   int64_t dim() const { return dim_; }

@@ -18,8 +18,9 @@ from .workloads import NATIVE_MODE, _skip
 
 MODES = (("node_ext", "adjoint"), ("node_ext", "backprop"), ("reference", "backprop"), ("torchdiffeq", "adjoint"),
          ("torchdiffeq", "backprop"), ("torchode", "backprop"))
-# node_ext with the model itself as dynamics, lowered to C++ (node_ext.nn.lowering) instead of called
-# from Python through a counting wrapper; compared with the rows of the mode before the comma.
+# node_ext with the model itself as dynamics, evaluated in C++ (lowered by node_ext.nn.lowering, or
+# ConvODEF's native form for W3) instead of called from Python through a counting wrapper; compared
+# with the rows of the mode before the comma.
 NATIVE_MODES = (("node_ext", "adjoint, " + NATIVE_MODE), ("node_ext", "backprop, " + NATIVE_MODE))
 
 

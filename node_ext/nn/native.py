@@ -53,8 +53,9 @@ def plain_tensor(tensor):
 
 
 def activation_of(module):
-    """(torch.nn class name, parameters) of a supported activation module, else None."""
-    params = ACTIVATIONS.get(type(module))
+    """(torch.nn class name, parameters) of a supported activation module (whose instance does not
+    replace its forward), else None."""
+    params = ACTIVATIONS.get(type(module)) if "forward" not in vars(module) else None
     return (type(module).__name__, params(module)) if params else None
 
 
@@ -77,7 +78,8 @@ def mlp_from_layers(linears, activation, dim, y0, input_power=1, time_inputs=Non
     ``y0**input_power``, layer i taking the time as its last or first input or not at all
     (time_inputs[i]: 'last', 'first', 'none'; None: no layer); or None when it cannot (see the
     module docstring)."""
-    if _ops.native is None or not plain_tensor(y0) or not linears or any(type(m) is not nn.Linear for m in linears):
+    if (_ops.native is None or not plain_tensor(y0) or not linears
+            or any(type(m) is not nn.Linear or "forward" in vars(m) for m in linears)):
         return None
     time_inputs = list(time_inputs) if time_inputs is not None else ["none"] * len(linears)
     weights = [m.weight for m in linears]

@@ -6,8 +6,11 @@ protocol and when Python is used instead).
 Layers are run natively only when their evaluation cannot differ from Python's: exactly
 ``nn.Conv2d`` (zero padding given as numbers, a shape-preserving stride and padding), ``nn.GroupNorm``,
 ``nn.BatchNorm2d`` (in training mode too: the running statistics and ``num_batches_tracked`` are
-updated at every evaluation, as Python's forward does), ``nn.Identity``, and one of the supported
-activations; the state a plain 4-D tensor of the weights' dtype and device.
+updated at every evaluation, as Python's forward does; an ``eps`` Python refuses stays in Python),
+``nn.Identity``, and one of the supported activations, none with a ``forward`` of its own set on the
+instance; the state a plain 4-D tensor of the weights' dtype and device. The layers' settings and
+tensors are read when a solve starts: a module changed during a solve (from a step callback, say)
+takes effect at the next one.
 """
 from torch import nn
 
@@ -18,6 +21,8 @@ from .native import activation_of, plain_tensor
 def _conv_preserves_shape(conv, height, width):
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return False
+    if min(*conv.kernel_size, *conv.stride, *conv.dilation) < 1:
+        return False  # PyTorch's own error
     for size, k, s, p, d in zip((height, width), conv.kernel_size, conv.stride, conv.padding, conv.dilation):
         if (size + 2 * p - d * (k - 1) - 1) // s + 1 != size:
             return False
@@ -32,6 +37,8 @@ def _tensors(layer):
 def _add(native, layer, time_input, height, width):
     """Appends layer to native; False when it is not one the native path evaluates as Python does."""
     kind = type(layer)
+    if "forward" in vars(layer) or "_conv_forward" in vars(layer):  # the instance computes something else
+        return False
     if kind is nn.Conv2d:
         if not _conv_preserves_shape(layer, height, width):
             return False
@@ -43,6 +50,8 @@ def _add(native, layer, time_input, height, width):
         counting = layer.training and layer.track_running_stats
         keep_stats = not layer.training or layer.track_running_stats
         batch_stats = layer.training or (layer.running_mean is None and layer.running_var is None)
+        if layer.eps < 0 or (batch_stats and layer.eps <= 0):
+            return False  # F.batch_norm raises
         native.add_batch_norm(layer.weight, layer.bias, layer.running_mean if keep_stats else None,
                               layer.running_var if keep_stats else None,
                               layer.num_batches_tracked if counting else None, batch_stats, layer.momentum,
