@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 
 from .. import _ops
+from ..attributes import optional_attribute
 
 # torch.nn activation classes the native MLP evaluates, with the attributes it needs from them.
 ACTIVATIONS = {
@@ -104,7 +105,7 @@ def native_dynamics(func, y0, per_row=False):
     ``native_dynamics(y0)`` answers when it has one (node_ext.nn's modules); any other nn.Module is
     offered to node_ext.nn.lowering, which recognises torchdiffeq-style MLP dynamics. per_row: func
     will get one time per row of y0 (per-sample time grids)."""
-    own = getattr(func, "native_dynamics", None)
+    own = optional_attribute(func, "native_dynamics")
     if callable(own):
         return own(y0)
     from .lowering import native_form  # torch.fx is imported on first use only
