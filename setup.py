@@ -59,6 +59,11 @@ def _extension():
     macros = []
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")])
     if with_cuda:
+        # With no GPU visible (FORCE_CUDA=1 on a build machine), torch cannot pick the architectures
+        # itself; build for the ones .ci/nvcc_check.sh checks (A100, H100) plus PTX for later GPUs.
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+        why += ", architectures %s" % (os.environ.get("TORCH_CUDA_ARCH_LIST") or "of the visible GPUs")
         macros.append(("NODE_EXT_WITH_CUDA", None))
         nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
         ext = CUDAExtension("node_ext._C", _sources(True), define_macros=macros,

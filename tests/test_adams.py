@@ -295,3 +295,26 @@ def test_unconverged_corrector_in_the_adjoint_with_parameters():
         assert stats.n_unconverged_backward > 5
         for a, b in zip(grads, exact):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["implicit_adams", "fixed_adams"])
+def test_per_element_tolerances_of_a_2d_state(device, method):
+    """The corrector's convergence test with per-element rtol/atol (broadcast to y0's shape by
+    odeint, read flat by the loop): equal tolerances given per element or as numbers give the same
+    solve, on every device (the CUDA branch once mixed the two shapes)."""
+    a = torch.tensor([[-1.0, 2.0], [-2.0, -1.0]], dtype=torch.float64, device=device)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, -0.5], [0.0, 2.0]], dtype=torch.float64, device=device)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64, device=device)
+    opts = dict(step_size=0.01)
+
+    def f(tt, y):
+        return y @ a.T
+
+    scalar = node_ext.odeint(f, y0, t, rtol=1e-7, atol=1e-9, method=method, options=opts)
+    n_scalar = node_ext.last_stats().n_fev
+    elem = node_ext.odeint(f, y0, t, rtol=torch.full((3, 2), 1e-7, dtype=torch.float64, device=device),
+                           atol=torch.full((1, 2), 1e-9, dtype=torch.float64, device=device), method=method, options=opts)
+    assert node_ext.last_stats().n_fev == n_scalar
+    torch.testing.assert_close(elem, scalar, rtol=0, atol=0)
+    exact = torch.stack([y0 @ torch.linalg.matrix_exp(a * s).T for s in t])
+    assert (elem - exact).abs().max().item() < 1e-6

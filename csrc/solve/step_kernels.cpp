@@ -36,8 +36,9 @@ StepKernels::StepKernels(const at::Tensor& y0, int64_t rows, bool per_row, const
   } else {
     group_sizes_ = {y0.numel()};
   }
-  if (opts.rtol_elem.defined()) rtol_elem_ = opts.rtol_elem.to(device_, at::kDouble).contiguous();
-  if (opts.atol_elem.defined()) atol_elem_ = opts.atol_elem.to(device_, at::kDouble).contiguous();
+  // Flat, like the state the kernels and correction_ratio see (Python keeps y0's shape).
+  if (opts.rtol_elem.defined()) rtol_elem_ = opts.rtol_elem.to(device_, at::kDouble).contiguous().reshape({-1});
+  if (opts.atol_elem.defined()) atol_elem_ = opts.atol_elem.to(device_, at::kDouble).contiguous().reshape({-1});
 }
 
 bool StepKernels::needs_graph(const at::Tensor& y, const std::vector<at::Tensor>& k, int n,
